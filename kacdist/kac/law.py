@@ -1,0 +1,92 @@
+"""The law of the 1-D Kac (telegraph) process K_s (kac-math.md §1, DistillKac §2.3).
+
+K_0 = 0, speed c, initial direction ±1 with probability 1/2, direction flips at the events of a Poisson
+process of rate a. Everything here is written in the normalised position u = K_s / (c s) ∈ [-1, 1] and
+the expected flip count lam = a s, because the shape of the law depends on lam alone: the atoms sit at
+u = ±1 with mass e^{-lam}/2 each, and the absolutely continuous part has a density in u that is a smooth
+function of rho = sqrt(1 - u^2).
+
+Bessel functions enter only through the exponentially scaled i0e/i1e, so nothing overflows for lam up to
+1e4 and beyond (kac-math.md §2, "Numerics").
+"""
+
+from __future__ import annotations
+
+import torch
+
+from kacdist.kac.checks import check_nonnegative_times, check_rate_and_speed
+
+# Below this argument, z·I0(z)/I1(z) is taken from its series 2 + z²/4 - z⁴/96: the next term is O(z⁶),
+# far under float64 rounding at z = 1e-3, and it avoids 0/0 at z = 0.
+_SERIES_BELOW = 1e-3
+
+
+def unit_rho(u: torch.Tensor) -> torch.Tensor:
+    """rho = sqrt(1 - u²), written as sqrt((1-|u|)(1+|u|)) so it keeps its digits near the front |u| → 1."""
+    au = u.abs()
+    return torch.sqrt(((1 - au) * (1 + au)).clamp_min(0))
+
+
+def bessel_front_term(z: torch.Tensor) -> torch.Tensor:
+    """h(z) = z·I0(z)/I1(z), from the scaled functions (ratio i0e/i1e cancels the e^z; note §2).
+
+    h(0) = 2 (the front limit) and h(z) ≈ z + 1/2 for large z (the diffusive limit).
+    """
+    small = z < _SERIES_BELOW
+    zs = torch.where(small, torch.ones_like(z), z)  # keep the division away from 0/0 on the unused branch
+    ratio = zs * torch.special.i0e(zs) / torch.special.i1e(zs)
+    z2 = z * z
+    series = 2 + z2 / 4 - z2 * z2 / 96
+    return torch.where(small, series, ratio)
+
+
+def i1_over_z_scaled(z: torch.Tensor) -> torch.Tensor:
+    """e^{-z}·I1(z)/z, with the series e^{-z}·(1 + z²/8)/2 for tiny z (limit 1/2 at z = 0)."""
+    small = z < _SERIES_BELOW
+    zs = torch.where(small, torch.ones_like(z), z)
+    return torch.where(small, 0.5 * torch.exp(-z) * (1 + z * z / 8), torch.special.i1e(zs) / zs)
+
+
+def unit_ac_density_unnormalised(u: torch.Tensor, lam: torch.Tensor) -> torch.Tensor:
+    """q(u) ∝ density of |u| on [0, 1) for the absolutely continuous part, up to the factor lam·e^0.
+
+    From p_ac(s, x) = e^{-as}/(2c)·[a·I0(βr) + a·c·s·I1(βr)/r] (note §1) with x = c·s·u, r = c·s·rho,
+    βr = lam·rho:   density of |u|  =  lam · e^{-lam(1-rho)} · [i0e(z) + lam·i1e(z)/z],  z = lam·rho.
+    The returned value omits the leading lam. It decreases in |u| (both bracket terms do), which the exact
+    sampler relies on. Its integral over [0, 1) is (1 - e^{-lam}) / lam.
+    """
+    rho = unit_rho(u)
+    z = lam * rho
+    return torch.exp(-lam * (1 - rho)) * (torch.special.i0e(z) + lam * i1_over_z_scaled(z))
+
+
+def kac_atom_mass(s: torch.Tensor, a: float) -> torch.Tensor:
+    """Mass of each atom ±c·s: the probability of no flip before s, halved (note §1)."""
+    check_nonnegative_times(s, "s")
+    return 0.5 * torch.exp(-a * s)
+
+
+def kac_variance(s: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """Var K_s = (c²/a)·(s - (1 - e^{-2as})/(2a)) (note §1); expm1 keeps digits when a·s is tiny."""
+    check_rate_and_speed(a, c)
+    check_nonnegative_times(s, "s")
+    s64 = s.to(torch.float64)
+    return (c * c / a) * (s64 + torch.expm1(-2 * a * s64) / (2 * a))
+
+
+def kac_ac_density(s: torch.Tensor, x: torch.Tensor, a: float, c: float) -> torch.Tensor:
+    """Density of the absolutely continuous part of K_s at x (zero outside the open cone |x| < c·s).
+
+    p_ac(s, x) = e^{-as}/(2c)·[a·I0(βr) + a·c·s·I1(βr)/r],  β = a/c,  r = sqrt(c²s² - x²)  (note §1).
+    Computed in float64 through the scaled form; s and x broadcast.
+    """
+    check_rate_and_speed(a, c)
+    check_nonnegative_times(s, "s")
+    s64, x64 = torch.broadcast_tensors(s.to(torch.float64), x.to(torch.float64))
+    inside = x64.abs() < c * s64
+    s_safe = torch.where(inside, s64, torch.ones_like(s64))
+    u = torch.where(inside, x64 / (c * s_safe), torch.zeros_like(x64))
+    lam = a * s_safe
+    q = lam * unit_ac_density_unnormalised(u, lam)  # density of |u|
+    # density of x: halve for the sign, divide by the Jacobian c·s
+    return torch.where(inside, q / (2 * c * s_safe), torch.zeros_like(x64))

@@ -9,7 +9,15 @@ import torch
 
 def check_rate_and_speed(a: float, c: float) -> None:
     """The flip rate a and the speed c must be positive finite numbers (kac-math.md §1)."""
-    for name, value in (("a (flip rate)", a), ("c (speed)", c)):
+    _check_positive_numbers((("a (flip rate)", a), ("c (speed)", c)))
+
+
+def check_rate(a: float) -> None:
+    _check_positive_numbers((("a (flip rate)", a),))
+
+
+def _check_positive_numbers(named: tuple[tuple[str, object], ...]) -> None:
+    for name, value in named:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise TypeError(f"{name} must be a number, got {type(value).__name__}")
         if not math.isfinite(value) or value <= 0:

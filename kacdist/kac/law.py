@@ -14,11 +14,12 @@ from __future__ import annotations
 
 import torch
 
-from kacdist.kac.checks import check_nonnegative_times, check_rate_and_speed
+from kacdist.kac.checks import check_nonnegative_times, check_rate, check_rate_and_speed
 
 # Below this argument, z·I0(z)/I1(z) is taken from its series 2 + z²/4 - z⁴/96: the next term is O(z⁶),
 # far under float64 rounding at z = 1e-3, and it avoids 0/0 at z = 0.
 _SERIES_BELOW = 1e-3
+_ASYMPTOTIC_FROM = 30.0
 
 
 def unit_rho(u: torch.Tensor) -> torch.Tensor:
@@ -27,17 +28,42 @@ def unit_rho(u: torch.Tensor) -> torch.Tensor:
     return torch.sqrt(((1 - au) * (1 + au)).clamp_min(0))
 
 
-def bessel_front_term(z: torch.Tensor) -> torch.Tensor:
-    """h(z) = z·I0(z)/I1(z), from the scaled functions (ratio i0e/i1e cancels the e^z; note §2).
-
-    h(0) = 2 (the front limit) and h(z) ≈ z + 1/2 for large z (the diffusive limit).
-    """
+def _front_term_bessel(z: torch.Tensor) -> torch.Tensor:
     small = z < _SERIES_BELOW
     zs = torch.where(small, torch.ones_like(z), z)  # keep the division away from 0/0 on the unused branch
     ratio = zs * torch.special.i0e(zs) / torch.special.i1e(zs)
     z2 = z * z
     series = 2 + z2 / 4 - z2 * z2 / 96
     return torch.where(small, series, ratio)
+
+
+def _front_term_asymptotic(z: torch.Tensor) -> torch.Tensor:
+    # Hankel's expansions of I0 and I1 to 1/z⁴ (A&S 9.7.1); relative error of the ratio < 3e-8 for z ≥ 30,
+    # below float32 resolution, and ~5x cheaper than i0e on CPU
+    w = 1 / z
+    p0 = 1 + w * (1 / 8 + w * (9 / 128 + w * (225 / 3072 + w * (11025 / 98304))))
+    p1 = 1 - w * (3 / 8 + w * (15 / 128 + w * (315 / 3072 + w * (14175 / 98304))))
+    return z * p0 / p1
+
+
+def bessel_front_term(z: torch.Tensor) -> torch.Tensor:
+    """h(z) = z·I0(z)/I1(z), from the scaled functions (ratio i0e/i1e cancels the e^z; note §2).
+
+    h(0) = 2 (the front limit) and h(z) ≈ z + 1/2 for large z (the diffusive limit). Float64 inputs always
+    use the Bessel functions; float32 inputs use the asymptotic series where z ≥ 30.
+    """
+    if z.dtype == torch.float64 or z.numel() == 0:
+        return _front_term_bessel(z)
+    large = z >= _ASYMPTOTIC_FROM
+    n_large = int(large.sum())
+    if n_large == 0:
+        return _front_term_bessel(z)
+    if n_large == z.numel():
+        return _front_term_asymptotic(z)
+    out = _front_term_asymptotic(z.clamp_min(_ASYMPTOTIC_FROM))
+    small = (~large).nonzero(as_tuple=True)
+    out[small] = _front_term_bessel(z[small])
+    return out
 
 
 def i1_over_z_scaled(z: torch.Tensor) -> torch.Tensor:
@@ -62,6 +88,7 @@ def unit_ac_density_unnormalised(u: torch.Tensor, lam: torch.Tensor) -> torch.Te
 
 def kac_atom_mass(s: torch.Tensor, a: float) -> torch.Tensor:
     """Mass of each atom ±c·s: the probability of no flip before s, halved (note §1)."""
+    check_rate(a)
     check_nonnegative_times(s, "s")
     return 0.5 * torch.exp(-a * s)
 

@@ -1,0 +1,159 @@
+"""Benchmark: Kac noise draws, conditional velocity and whole training targets on CPU (or CUDA).
+
+    python benchmarks/kac_targets.py [--repeats 7] [--device cpu] [--quick]
+
+For (a, c, g) = (25, 2, t) and (3000, 20, t²) and batches 128×3×32×32 and 64×3×256×256, with one
+t ~ U(0, 1) per image: the median time of (1) the noise draw K_{g(t)} with the default exact sampler and
+with the Poisson–Beta construction side by side (their ratio is the number to quote: both run in this one
+process on the same machine state), (2) the velocity kac_velocity at the drawn noise, (3) the whole
+training target KacProcess.target (t → g → K → x_t → u), and (4) the peak extra resident memory of one
+whole-target call. Writes benchmarks/results/kac_targets.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from kacdist.kac import KacProcess, kac_velocity, sample_kac
+
+CONFIGS = [(25.0, 2.0, "t"), (3000.0, 20.0, "t2")]
+BATCHES = [(128, 3, 32, 32), (64, 3, 256, 256)]
+# Reference code (JChemseddine/telegraphers, table sampler), same machine kind, kac-math.md §6:
+# lowest median of 3 runs, in seconds: sample, velocity, full target; plus a 27-39 s, 5.6 GiB table build.
+REFERENCE = {
+    ("t", 0): (0.016, 0.024, 0.038),
+    ("t", 1): (1.02, 1.21, 2.2),
+    ("t2", 0): (0.012, 0.016, 0.035),
+    ("t2", 1): (1.16, 1.22, 3.4),
+}
+
+
+def _median_time(fn, repeats: int, device: str) -> float:
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        if device == "cuda":
+            torch.cuda.synchronize()
+        start = time.perf_counter()
+        fn()
+        if device == "cuda":
+            torch.cuda.synchronize()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _rss_kib(field: str) -> int:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith(field):
+                return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def _peak_extra_mib(fn) -> float:
+    """Peak resident memory during fn() above the resident memory before it (Linux VmHWM, reset first)."""
+    with open("/proc/self/clear_refs", "w") as fh:
+        fh.write("5")  # resets the high-water mark VmHWM to the current RSS
+    before = _rss_kib("VmRSS:")
+    fn()
+    return (_rss_kib("VmHWM:") - before) / 1024
+
+
+def _cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--quick", action="store_true", help="small batch only (a smoke run)")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    args = parser.parse_args()
+    dev = args.device
+    gen = torch.Generator(device=dev).manual_seed(0)
+    machine = {
+        "cpu": _cpu_name(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "device": torch.cuda.get_device_name() if dev == "cuda" else "cpu",
+    }
+    rows = []
+    batches = BATCHES[:1] if args.quick else BATCHES
+    for a, c, g in CONFIGS:
+        proc = KacProcess(a, c, g)
+        for b_idx, shape in enumerate(batches):
+            t = torch.rand(shape[0], generator=gen, device=dev)
+            s = proc.schedule.g(t)
+            x0 = torch.rand(shape, generator=gen, device=dev) * 2 - 1
+            k, atom = sample_kac(s, a, c, shape, generator=gen)
+            s_b = s.reshape(-1, 1, 1, 1)
+            row = {
+                "a": a,
+                "c": c,
+                "g": g,
+                "batch": "x".join(map(str, shape)),
+                "values": x0.numel(),
+                "noise_s": _median_time(lambda: sample_kac(s, a, c, shape, generator=gen), args.repeats, dev),
+                "noise_poisson_beta_s": _median_time(
+                    lambda: sample_kac(s, a, c, shape, generator=gen, method="poisson_beta"), max(3, args.repeats // 2), dev
+                ),
+                "velocity_s": _median_time(lambda: kac_velocity(s_b, k, a, c, is_atom=atom), args.repeats, dev),
+                "target_s": _median_time(lambda: proc.target(x0, t, generator=gen), args.repeats, dev),
+                "target_peak_extra_mib": _peak_extra_mib(lambda: proc.target(x0, t, generator=gen)) if dev == "cpu" else None,
+                "batch_input_mib": x0.numel() * 4 / 2**20,
+            }
+            ref = REFERENCE.get((g, b_idx))
+            if ref:
+                row["reference_noise_s"], row["reference_velocity_s"], row["reference_target_s"] = ref
+            rows.append(row)
+            print(
+                f"({a:g},{c:g}) g={g:<3} {row['batch']:>13}: noise {row['noise_s'] * 1e3:8.1f} ms "
+                f"(poisson-beta {row['noise_poisson_beta_s'] * 1e3:8.1f} ms), velocity {row['velocity_s'] * 1e3:8.1f} ms, "
+                f"target {row['target_s'] * 1e3:8.1f} ms, peak +{row['target_peak_extra_mib'] or 0:.0f} MiB",
+                flush=True,
+            )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kac_targets.json").write_text(json.dumps({"machine": machine, "repeats": args.repeats, "rows": rows}, indent=2))
+    lines = [
+        f"Machine: {machine['cpu']}, {machine['cores']} cores, torch {machine['torch']} "
+        f"({machine['torch_threads']} threads), device {machine['device']}; median of {args.repeats} repeats.",
+        "",
+        "| (a, c), g | batch | noise (envelope) | noise (Poisson–Beta) | ratio | velocity | whole target | peak extra memory | reference noise / velocity / target |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        ref = (
+            f"{r['reference_noise_s'] * 1e3:.0f} / {r['reference_velocity_s'] * 1e3:.0f} / {r['reference_target_s'] * 1e3:.0f} ms"
+            if "reference_noise_s" in r
+            else "—"
+        )
+        lines.append(
+            f"| ({r['a']:g}, {r['c']:g}), {r['g']} | {r['batch']} | {r['noise_s'] * 1e3:.1f} ms | "
+            f"{r['noise_poisson_beta_s'] * 1e3:.1f} ms | {r['noise_poisson_beta_s'] / r['noise_s']:.2f}× | "
+            f"{r['velocity_s'] * 1e3:.1f} ms | {r['target_s'] * 1e3:.1f} ms | "
+            f"{r['target_peak_extra_mib'] or 0:.0f} MiB (input {r['batch_input_mib']:.0f} MiB) | {ref} |"
+        )
+    (out / "kac_targets.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

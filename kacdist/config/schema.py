@@ -1,0 +1,129 @@
+"""The configuration schema. Every duration is counted in training images (kimg) or steps, never epochs.
+
+Config files and command-line overrides are merged onto these dataclasses, so a misspelt key fails with
+omegaconf's "Key 'lrr' not in 'TrainConfig'. Did you mean: 'lr'?" and a wrong type fails naming the key.
+Ranges and choices are checked by ``kacdist.config.validate``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+
+@dataclass
+class KacConfig:
+    """Kac forward process (DistillKac Table B-1): CIFAR-10 (25, 2) g=t; CelebA-64 and LSUN (3000, 20) g=t²."""
+
+    a: float = 25.0
+    c: float = 2.0
+    g: str = "t"
+    sampler: str = "envelope"
+
+
+@dataclass
+class DatasetConfig:
+    name: str = "digits"
+    # "digits": scikit-learn's digits, written once to WebDataset shards in cache_dir (the embedded default);
+    # "shards": WebDataset shards at ``urls`` (paths, globs, brace lists or pipe: commands)
+    source: str = "digits"
+    urls: str = ""
+    resolution: int = 16
+    channels: int = 1
+    num_classes: int = 10  # 0 means unconditional
+    hflip: bool = False
+    cache_dir: str = "~/.cache/kacdist"
+    # the data is small enough to be held in memory: batches are then a pure function of (seed, step),
+    # which makes resumed runs bit-identical to straight ones
+    in_memory: bool = True
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    preset: str = "tiny"
+    dropout: Optional[float] = None  # None: the preset's value
+    use_checkpoint: bool = False
+
+
+@dataclass
+class TrainConfig:
+    total_kimg: float = 200.0
+    batch_size: int = 128
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.02  # then flat, then cosine: 2% / 58% / 40% (DistillKac App. B.1)
+    flat_frac: float = 0.58
+    grad_clip: float = 1.0
+    ema_decay: float = 0.9999
+    label_dropout: float = 0.1  # probability of the null label, for classifier-free guidance
+    checkpoint_every_kimg: float = 50.0
+    keep_checkpoints: int = 3
+    log_every_kimg: float = 5.0
+    sample_every_kimg: float = 0.0  # 0: only at the end
+    eval_every_kimg: float = 0.0  # 0: only at the end
+    eval_samples: int = 1000
+    early_stop_patience: int = 0  # evaluations without FD improvement before stopping; 0: never stop early
+    seed: int = 0
+    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads; 0: torch's default
+
+
+@dataclass
+class SampleConfig:
+    integrator: str = "ab2"
+    steps: int = 100
+    guidance: float = 1.2
+    num_images: int = 100
+    labels: List[int] = field(default_factory=list)  # empty: cycle through the classes
+    seed: int = 0
+    batch_size: int = 256
+    use_ema: bool = True
+    checkpoint: str = ""  # empty: the latest checkpoint of this run's teacher
+
+
+@dataclass
+class EvalConfig:
+    num_samples: int = 1000
+    integrators: List[str] = field(default_factory=lambda: ["euler", "midpoint", "ab2"])
+    steps: List[int] = field(default_factory=lambda: [100, 50, 20, 10, 4, 2, 1])
+    guidance: List[float] = field(default_factory=lambda: [1.2, 0.0])
+    seeds: List[int] = field(default_factory=lambda: [0])
+    inception: bool = False  # the standard FID InceptionV3 (slow on CPU); the classifier FD is always computed
+
+
+@dataclass
+class WandbConfig:
+    # offline by default: runs log to <run>/wandb and sync later. The API key is read from the
+    # WANDB_API_KEY environment variable only and is never stored in a config.
+    mode: str = "disabled"
+    project: str = "kacdist"
+    entity: str = ""
+
+
+@dataclass
+class ClusterConfig:
+    kind: str = "local"  # local | slurm
+    partition: str = ""
+    nodes: int = 1
+    gpus_per_node: int = 0
+    cpus_per_task: int = 2
+    timeout_min: int = 60
+    account: str = ""
+
+
+@dataclass
+class RunConfig:
+    stage: str = "teacher"
+    run_name: str = "digits"
+    runs_dir: str = "runs"
+    print_config: bool = False
+    kac: KacConfig = field(default_factory=KacConfig)
+    dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    sample: SampleConfig = field(default_factory=SampleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    wandb: WandbConfig = field(default_factory=WandbConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)

@@ -1,0 +1,116 @@
+"""Range and choice checks on a RunConfig: each error names the key, the value and what is allowed.
+
+Run before any work starts (and before any job is submitted), so a bad value never costs a queue wait.
+"""
+
+from __future__ import annotations
+
+import math
+
+from kacdist.config.schema import RunConfig
+from kacdist.kac.integrators import INTEGRATORS
+from kacdist.kac.sampler import SAMPLERS
+from kacdist.kac.schedules import SCHEDULES
+
+STAGES = ("teacher", "sample", "kac_demo")
+PRECISIONS = ("auto", "fp32", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+SOURCES = ("digits", "shards")
+WANDB_MODES = ("disabled", "offline", "online")
+CLUSTERS = ("local",)  # slurm arrives with the submitit stage launcher
+
+
+class ConfigError(ValueError):
+    """A configuration that must not run."""
+
+
+def _positive(key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+        raise ConfigError(f"{key}={value!r} is invalid: must be a positive number")
+
+
+def _nonnegative(key: str, value: float) -> None:
+    if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+        raise ConfigError(f"{key}={value!r} is invalid: must be >= 0")
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...] | list[str]) -> None:
+    if value not in allowed:
+        raise ConfigError(f"{key}={value!r} is invalid: allowed values are {', '.join(map(str, allowed))}")
+
+
+def _fraction(key: str, value: float, upper_open: bool = False) -> None:
+    ok = 0 <= value < 1 if upper_open else 0 <= value <= 1
+    if not ok:
+        raise ConfigError(f"{key}={value!r} is invalid: must lie in [0, 1{')' if upper_open else ']'}")
+
+
+def validate_config(cfg: RunConfig) -> None:
+    _choice("stage", cfg.stage, STAGES)
+    if not cfg.run_name or "/" in cfg.run_name:
+        raise ConfigError(f"run_name={cfg.run_name!r} is invalid: must be a non-empty name without '/'")
+    _positive("kac.a", cfg.kac.a)
+    _positive("kac.c", cfg.kac.c)
+    _choice("kac.g", cfg.kac.g, sorted(SCHEDULES))
+    _choice("kac.sampler", cfg.kac.sampler, SAMPLERS)
+    d = cfg.dataset
+    _choice("dataset.source", d.source, SOURCES)
+    if d.source == "shards" and not d.urls:
+        raise ConfigError("dataset.urls is empty: dataset.source=shards needs a shard path, glob, brace list or pipe: URL")
+    _positive("dataset.resolution", d.resolution)
+    if d.resolution & (d.resolution - 1):
+        raise ConfigError(f"dataset.resolution={d.resolution} is invalid: must be a power of two")
+    _choice("dataset.channels", d.channels, [1, 3])
+    _nonnegative("dataset.num_classes", d.num_classes)
+    _nonnegative("dataset.num_workers", d.num_workers)
+    if cfg.model.dropout is not None:
+        _fraction("model.dropout", cfg.model.dropout, upper_open=True)
+    t = cfg.train
+    _positive("train.total_kimg", t.total_kimg)
+    _positive("train.batch_size", t.batch_size)
+    _positive("train.lr", t.lr)
+    _nonnegative("train.weight_decay", t.weight_decay)
+    _fraction("train.warmup_frac", t.warmup_frac)
+    _fraction("train.flat_frac", t.flat_frac)
+    if t.warmup_frac + t.flat_frac > 1:
+        raise ConfigError(f"train.warmup_frac + train.flat_frac = {t.warmup_frac + t.flat_frac:g} is invalid: must be <= 1")
+    _positive("train.grad_clip", t.grad_clip)
+    _fraction("train.ema_decay", t.ema_decay, upper_open=True)
+    _fraction("train.label_dropout", t.label_dropout, upper_open=True)
+    _positive("train.checkpoint_every_kimg", t.checkpoint_every_kimg)
+    _positive("train.keep_checkpoints", t.keep_checkpoints)
+    _positive("train.log_every_kimg", t.log_every_kimg)
+    _nonnegative("train.sample_every_kimg", t.sample_every_kimg)
+    _nonnegative("train.eval_every_kimg", t.eval_every_kimg)
+    _positive("train.eval_samples", t.eval_samples)
+    _nonnegative("train.early_stop_patience", t.early_stop_patience)
+    _choice("train.precision", t.precision, PRECISIONS)
+    _choice("train.device", t.device, DEVICES)
+    _nonnegative("train.threads", t.threads)
+    s = cfg.sample
+    _choice("sample.integrator", s.integrator, INTEGRATORS)
+    _positive("sample.steps", s.steps)
+    _nonnegative("sample.guidance", s.guidance)
+    _positive("sample.num_images", s.num_images)
+    _positive("sample.batch_size", s.batch_size)
+    for label in s.labels:
+        if not 0 <= label < max(d.num_classes, 1):
+            raise ConfigError(f"sample.labels contains {label}: classes are 0..{d.num_classes - 1}")
+    e = cfg.eval
+    _positive("eval.num_samples", e.num_samples)
+    for name in e.integrators:
+        _choice("eval.integrators[]", name, INTEGRATORS)
+    for steps in e.steps:
+        _positive("eval.steps[]", steps)
+    for w in e.guidance:
+        _nonnegative("eval.guidance[]", w)
+    _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+    _choice("cluster.kind", cfg.cluster.kind, CLUSTERS)
+    _positive("cluster.nodes", cfg.cluster.nodes)
+    _nonnegative("cluster.gpus_per_node", cfg.cluster.gpus_per_node)
+    _positive("cluster.timeout_min", cfg.cluster.timeout_min)
+    try:
+        from kacdist.models.presets import PRESETS
+    except ImportError:  # the model package is optional for stages that do not build a network
+        return
+    _choice("model.preset", cfg.model.preset, sorted(PRESETS))

@@ -1,0 +1,1 @@
+"""Stages: functions (config) -> result, idempotent and resumable, knowing nothing of schedulers."""

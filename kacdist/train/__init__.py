@@ -1,0 +1,2 @@
+"""Training loops as functions of (config, run dir, model, batches): the distributed and scheduler layers
+wrap them unchanged."""

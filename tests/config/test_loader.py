@@ -1,0 +1,72 @@
+"""Config loading: groups, dotted overrides, typo'd keys named with the closest valid key, range checks
+before any work starts, print_config, and no secrets in saved configs."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from kacdist.config import ConfigError, load_config, save_config
+from kacdist.config.loader import load_saved_config
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_defaults_and_groups_merge_in_order():
+    cfg = load_config([])
+    assert (cfg.stage, cfg.dataset.name, cfg.model.preset) == ("teacher", "digits", "tiny")
+    cfg = load_config(["dataset=celeba64", "kac.a=2500", "model=lightweight"])
+    assert (cfg.kac.a, cfg.kac.c, cfg.kac.g) == (2500.0, 20.0, "t2")  # dataset file sets c and g, CLI sets a
+    assert cfg.model.preset == "lightweight" and cfg.dataset.num_classes == 0
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train.lrr=3"], "Key 'lrr' not in 'TrainConfig'. Did you mean: 'lr'?"),
+        (["trian.lr=3"], "Did you mean: 'train'?"),
+        (["train.total_kimg=abc"], "full key: train.total_kimg"),
+        (["kac.a=0"], "kac.a=0.0 is invalid: must be a positive number"),
+        (["kac.g=t3"], "kac.g='t3' is invalid: allowed values are t, t2"),
+        (["train.batch_size=-4"], "train.batch_size=-4 is invalid"),
+        (["sample.integrator=rk45"], "allowed values are euler, midpoint, heun, ab2"),
+        (["sample.steps=0"], "sample.steps=0 is invalid"),
+        (["dataset=cifar"], "dataset='cifar' does not exist; valid: celeba64, cifar10, digits"),
+        (["stage=distil"], "stage='distil' does not exist; valid:"),
+        (["train.warmup_frac=0.5", "train.flat_frac=0.6"], "must be <= 1"),
+        (["--lr", "3"], "cannot parse '--lr'"),
+        (["dataset=folder"], "dataset.urls is empty"),
+        (["sample.labels=[3,12]"], "sample.labels contains 12: classes are 0..9"),
+    ],
+)
+def test_bad_configs_are_refused_naming_the_key(argv, message):
+    with pytest.raises(ConfigError) as err:
+        load_config(argv)
+    assert message in str(err.value)
+
+
+def test_saved_config_round_trips_and_holds_no_secret(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_API_KEY", "sk-very-secret-123")
+    cfg = load_config(["train.total_kimg=3", "wandb.mode=offline"])
+    save_config(cfg, tmp_path / "config.yaml")
+    text = (tmp_path / "config.yaml").read_text()
+    assert "sk-very-secret-123" not in text
+    assert load_saved_config(tmp_path / "config.yaml") == cfg
+    with pytest.raises(ConfigError, match="Key 'api_key' not in 'WandbConfig'"):
+        load_config(["wandb.api_key=sk-very-secret-123"])  # a key has no place in a config
+
+
+def test_launcher_prints_config_and_rejects_typos_before_any_work(tmp_path):
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = subprocess.run(
+        [sys.executable, "jobs/launch.py", "print_config=true", "train.total_kimg=7", f"runs_dir={tmp_path}"],
+        cwd=REPO, capture_output=True, text=True, env=env, check=True,
+    )
+    assert "total_kimg: 7.0" in out.stdout
+    bad = subprocess.run(
+        [sys.executable, "jobs/launch.py", "train.lrr=1", f"runs_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True, env=env
+    )
+    assert bad.returncode == 2 and "Did you mean: 'lr'?" in bad.stderr
+    assert not any(tmp_path.iterdir())  # nothing was created

@@ -83,7 +83,8 @@ def unit_ac_density_unnormalised(u: torch.Tensor, lam: torch.Tensor) -> torch.Te
     """
     rho = unit_rho(u)
     z = lam * rho
-    return torch.exp(-lam * (1 - rho)) * (torch.special.i0e(z) + lam * i1_over_z_scaled(z))
+    # 1 - rho written as u²/(1 + rho): no cancellation near u = 0, where lam·(1 - rho) matters most
+    return torch.exp(-lam * (u * u / (1 + rho))) * (torch.special.i0e(z) + lam * i1_over_z_scaled(z))
 
 
 def kac_atom_mass(s: torch.Tensor, a: float) -> torch.Tensor:

@@ -43,6 +43,7 @@ _MAX_ROUNDS = 64
 _VALUES_PER_BIN = 32
 _BODY_PER_TAIL_SLOT = 16
 _CHUNK = 1 << 18
+_BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
 _TAIL_MARK = -1.0  # squeeze value of tail slots: never accepted at once, sent to the tail sampler
 
 
@@ -176,8 +177,8 @@ def _settle(
     ok = accept_draw < squeeze
     exact = (~ok).nonzero().squeeze(1)
     if exact.numel():
-        # float32 suffices for the exact test: its rounding (~1e-7 of the acceptance probability) is far
-        # below the float32 resolution of the returned draws
+        # float32 for the exact test: with 1 - rho computed without cancellation (law.py) the acceptance
+        # probability carries a relative error of about 1e-5 at lam = 1e4 and far less at the usual lam
         q = unit_ac_density_unnormalised(u[exact].abs().to(torch.float32), lam[row[exact]].to(torch.float32))
         ok[exact] = accept_draw[exact] < q * scale[exact].to(torch.float32)
     return ok
@@ -246,7 +247,9 @@ def _draw_block(
             pending_slot_row = pending_slot_row[~ok_p]
         else:
             raise RuntimeError(f"Kac envelope sampler: {pending.numel()} values still rejected after {_MAX_ROUNDS} rounds")
-    u = u.to(torch.float32).reshape(rows.numel(), width)
+    # a continuous draw within 2^-25 of the front would round to exactly ±1 in float32, i.e. onto an
+    # atom; keep it strictly inside
+    u = u.to(torch.float32).clamp_(-_BELOW_ONE, _BELOW_ONE).reshape(rows.numel(), width)
     if has_atoms:
         u = torch.where(is_atom, torch.where(pick < 0.5 * pa, 1.0, -1.0).to(torch.float32), u)
     return u, is_atom
@@ -310,7 +313,8 @@ def _sample_unit_poisson_beta(
     g1 = torch._standard_gamma(alpha, generator=generator)
     g2 = torch._standard_gamma(beta.clamp_min(1.0), generator=generator)
     g2 = torch.where(is_atom, torch.zeros_like(g2), g2)
-    frac = (g1 - g2) / (g1 + g2)  # 2B - 1 with B = g1/(g1 + g2)
+    frac = ((g1 - g2) / (g1 + g2)).clamp(-_BELOW_ONE, _BELOW_ONE)  # 2B - 1 with B = g1/(g1 + g2)
+    frac = torch.where(is_atom, torch.ones_like(frac), frac)
     return direction * frac, is_atom
 
 
@@ -330,6 +334,8 @@ def sample_kac(
     check_rate_and_speed(a, c)
     if not torch.is_tensor(s):
         raise TypeError(f"s must be a torch.Tensor, got {type(s).__name__}")
+    check_leading_times(s, tuple(shape), "s")
+    check_nonnegative_times(s, "s")
     u, is_atom = sample_kac_unit(a * s, shape, generator=generator, method=method)
     front = (c * s.to(torch.float32)).reshape((shape[0],) + (1,) * (len(shape) - 1))
     return u * front, is_atom

@@ -170,6 +170,22 @@ def test_atoms_on_the_front_and_the_rest_strictly_inside(a, c, method):
         assert np.all(inside < front), f"s={s:g}: non-atom at |k|={inside.max()!r} >= c·s={front!r}"
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("method", METHODS)
+def test_no_off_atom_draw_lands_on_the_front_in_a_large_batch(method):
+    """Off-atom draws stay strictly inside the cone even in 30M draws (3 rows of 1e7, lam = 0.5, 1, 2).
+
+    An off-atom u within 2^-25 of ±1 must not be rounded onto ±1 by the float32 output: it would then be
+    indistinguishable by position from an atom (and get velocity ±c instead of c·lam/(lam + 2)).
+    """
+    lam = torch.tensor([0.5, 1.0, 2.0], dtype=torch.float64)
+    u, atom = sample_kac_unit(lam, (3, 10_000_000), generator=torch.Generator().manual_seed(1), method=method)
+    on_front = (u.abs() >= 1) & ~atom
+    assert not bool(on_front.any()), (
+        f"{int(on_front.sum())} off-atom draws equal ±1 exactly (per row {on_front.sum(1).tolist()}, lam=0.5,1,2)"
+    )
+
+
 # ---------------------------------------------------------------------------------------------------------
 # 3. Variance formula
 # ---------------------------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 """The one entry point: `python jobs/launch.py stage=<stage> [cluster=local] [dataset=...] [model=...] [key=value ...]`.
 
 Parses and validates the whole configuration before any work starts; `print_config=true` prints the
-resolved configuration and exits. Stages: teacher, sample, kac_demo.
+resolved configuration and exits. Stages: teacher, sample, eval, kac_demo.
 """
 
 from __future__ import annotations
@@ -32,6 +32,10 @@ def main(argv: list[str]) -> int:
         from kacdist.stages.sample import run_sample
 
         run_sample(cfg)
+    elif cfg.stage == "eval":
+        from kacdist.stages.evaluate import run_eval
+
+        run_eval(cfg)
     elif cfg.stage == "kac_demo":
         import runpy
         from pathlib import Path

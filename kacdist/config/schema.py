@@ -85,7 +85,7 @@ class SampleConfig:
 
 @dataclass
 class EvalConfig:
-    num_samples: int = 1000
+    num_samples: int = 898  # digits protocol: the size of the odd half (kacdist.stages.evaluate)
     integrators: List[str] = field(default_factory=lambda: ["euler", "midpoint", "ab2"])
     steps: List[int] = field(default_factory=lambda: [100, 50, 20, 10, 4, 2, 1])
     guidance: List[float] = field(default_factory=lambda: [1.2, 0.0])

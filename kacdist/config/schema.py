@@ -91,6 +91,7 @@ class EvalConfig:
     guidance: List[float] = field(default_factory=lambda: [1.2, 0.0])
     seeds: List[int] = field(default_factory=lambda: [0])
     inception: bool = False  # the standard FID InceptionV3 (slow on CPU); the classifier FD is always computed
+    after_teacher: bool = False  # stage=teacher runs this evaluation when training has finished
 
 
 @dataclass

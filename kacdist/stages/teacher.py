@@ -14,4 +14,8 @@ log = logging.getLogger(__name__)
 def run_teacher(cfg: RunConfig) -> TeacherResult:
     result = train_teacher(cfg, stage_dir(cfg, "teacher"))
     log.info("teacher %s: step %d, %.1f kimg, checkpoint %s", result.status, result.step, result.kimg, result.checkpoint)
+    if cfg.eval.after_teacher:
+        from kacdist.stages.evaluate import run_eval
+
+        run_eval(cfg)
     return result

@@ -179,7 +179,7 @@ def train_teacher(
         grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         optimizer.step()
         scheduler.step()
-        ema.update(model)
+        ema.update(model, step)
         step += 1
         window_loss += loss.item()
         window_n += 1

@@ -17,9 +17,13 @@ class MetricsLog:
             self.rows = pq.read_table(path).to_pylist()
 
     def append(self, row: dict) -> None:
-        # a resumed run may replay steps after the last checkpoint: keep one row per step, the newest
-        self.rows = [r for r in self.rows if r.get("step") != row.get("step")]
-        self.rows.append(row)
+        """Merge ``row`` into the row of the same step (a resumed run replays the steps after its last
+        checkpoint, and training and evaluation both report at some steps)."""
+        for existing in self.rows:
+            if existing.get("step") == row.get("step"):
+                existing.update(row)
+                return
+        self.rows.append(dict(row))
 
     def flush(self) -> None:
         if not self.rows:

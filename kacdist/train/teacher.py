@@ -96,8 +96,15 @@ def train_teacher(
     rank: int = 0,
     world_size: int = 1,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    monitor: Callable[[nn.Module, int], float] | None = None,
+    snapshot: Callable[[nn.Module, int], None] | None = None,
 ) -> TeacherResult:
-    """Train (or resume, or confirm finished) the teacher of ``cfg`` in ``run_dir``."""
+    """Train (or resume, or confirm finished) the teacher of ``cfg`` in ``run_dir``.
+
+    ``monitor(ema_model, step) -> FD`` runs every ``train.eval_every_kimg`` (lower is better) and drives early
+    stopping after ``train.early_stop_patience`` evaluations without improvement; ``snapshot(ema_model,
+    step)`` runs every ``train.sample_every_kimg`` and at the end (e.g. a sample grid). Both are optional.
+    """
     tc = cfg.train
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
@@ -144,6 +151,10 @@ def train_teacher(
     metrics = MetricsLog(run_dir / "metrics.parquet")
     ckpt_every = max(1, round(tc.checkpoint_every_kimg * 1000 / images_per_step))
     log_every = max(1, round(tc.log_every_kimg * 1000 / images_per_step))
+    eval_every = max(1, round(tc.eval_every_kimg * 1000 / images_per_step)) if tc.eval_every_kimg else 0
+    sample_every = max(1, round(tc.sample_every_kimg * 1000 / images_per_step)) if tc.sample_every_kimg else 0
+    # early-stopping history survives restarts through the metrics file
+    fd_history = [(r["step"], r["fd"]) for r in metrics.rows if r.get("fd") is not None and r["step"] <= step]
 
     def checkpoint(at_step: int) -> Path:
         state = {
@@ -201,9 +212,27 @@ def train_teacher(
                     step, row["kimg"], row["loss"], row["lr"], row["images_per_s"], row["s_per_step"],
                 )
             window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-        if step % ckpt_every == 0 or step == steps:
+        stop_early = False
+        if monitor is not None and eval_every and step % eval_every == 0:
+            fd = float(monitor(ema.model, step))
+            fd_history.append((step, fd))
+            metrics.append({"step": step, "kimg": step * images_per_step / 1000, "fd": fd})
+            best_at = min(range(len(fd_history)), key=lambda i: fd_history[i][1])
+            stale = len(fd_history) - 1 - best_at
+            log.info("step %d: FD %.4f (best %.4f at step %d)", step, fd, fd_history[best_at][1], fd_history[best_at][0])
+            stop_early = bool(tc.early_stop_patience) and stale >= tc.early_stop_patience
+            model.train()
+        if snapshot is not None and sample_every and step % sample_every == 0:
+            snapshot(ema.model, step)
+        if step % ckpt_every == 0 or step == steps or stop_early:
             last_ckpt = checkpoint(step)
+        if stop_early:
+            log.info("early stop at step %d: FD has not improved for %d evaluations", step, tc.early_stop_patience)
+            break
     kimg = step * images_per_step / 1000
+    status = "finished" if step >= steps else "early_stopped"
+    if snapshot is not None and not (sample_every and step % sample_every == 0):
+        snapshot(ema.model, step)
     if rank == 0:
-        done_file.write_text(json.dumps({"step": step, "kimg": kimg, "checkpoint": str(last_ckpt)}))
-    return TeacherResult("finished", step, kimg, last_ckpt)
+        done_file.write_text(json.dumps({"step": step, "kimg": kimg, "checkpoint": str(last_ckpt), "status": status}))
+    return TeacherResult(status, step, kimg, last_ckpt)

@@ -110,3 +110,38 @@ def test_sampling_is_per_image_deterministic_across_batch_sizes(digits):
     assert torch.allclose(a.images, b.images, atol=1e-5)
     assert torch.allclose(a.images[2:4], c.images, atol=1e-5)
     assert not torch.allclose(a.images[0], a.images[1])
+
+
+def test_early_stopping_after_patience_without_improvement(tmp_path, digits):
+    cfg = load_config(MICRO + [f"runs_dir={tmp_path}", "train.eval_every_kimg=0.016", "train.early_stop_patience=2",
+                               "train.sample_every_kimg=0.064"])
+    x, y = digits
+    scripted = iter([5.0, 4.0, 4.5, 4.6, 3.0, 2.0])  # best at the 2nd evaluation, then two worse ones
+    seen, snaps = [], []
+
+    def monitor(model, step):
+        seen.append(step)
+        return next(scripted)
+
+    result = train_teacher(cfg, tmp_path / "run", model=_micro_model(cfg),
+                           batches=InMemoryBatches(x, y, cfg.train.batch_size, cfg.train.seed),
+                           monitor=monitor, snapshot=lambda m, step: snaps.append(step))
+    assert result.status == "early_stopped" and result.step == 4 and seen == [1, 2, 3, 4]
+    assert json.loads((tmp_path / "run" / "DONE").read_text())["status"] == "early_stopped"
+    assert [s for s, _ in list_checkpoints(tmp_path / "run" / "checkpoints")] == [4]
+    assert snaps == [4]  # the periodic grid of step 4, not repeated at the end
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(tmp_path / "run" / "metrics.parquet").to_pylist()
+    assert [r["fd"] for r in rows if r.get("fd") is not None] == [5.0, 4.0, 4.5, 4.6]
+
+
+def test_stage_snapshot_writes_a_sample_grid(tmp_path):
+    from PIL import Image
+
+    from kacdist.stages.teacher import _snapshot
+
+    cfg = load_config(MICRO + [f"runs_dir={tmp_path}", "sample.steps=2", "sample.num_images=20"])
+    _snapshot(cfg)(_micro_model(cfg), 7)
+    grid = Image.open(tmp_path / "digits" / "teacher" / "samples" / "grid-000000007.png")
+    assert grid.size == (10 * 17 + 1, 2 * 17 + 1)

@@ -10,14 +10,13 @@ has the last word. Everything is validated before any work starts.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from kacdist.atomic import atomic_write_bytes
 from kacdist.config.schema import RunConfig
 from kacdist.config.validate import ConfigError, validate_config
 
@@ -82,17 +81,7 @@ def to_yaml(cfg: RunConfig) -> str:
 
 def save_config(cfg: RunConfig, path: Path) -> None:
     """Write the resolved config atomically (temp file + rename). It holds no secrets: the schema has none."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(to_yaml(cfg))
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, to_yaml(cfg).encode())
 
 
 def load_saved_config(path: Path) -> RunConfig:

@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kacdist.eval._io import atomic_path
+from kacdist.atomic import atomic_output as atomic_path
 
 CHECKPOINT_FORMAT = "kacdist.eval.classifier/1"
 RECIPE_VERSION = 1

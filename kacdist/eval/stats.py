@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import numpy as np
 import torch
 
-from kacdist.eval._io import atomic_path
+from kacdist.atomic import atomic_output as atomic_path
 from kacdist.eval.frechet import RunningStats, frechet_distance, psd_sqrt
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -10,12 +10,13 @@ is logged, which also covers a checkpoint written to disk but never recorded in 
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from kacdist.atomic import TEMP_MARKER, atomic_output
 
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"^ckpt-(\d{9})\.pt$")
@@ -27,21 +28,8 @@ def checkpoint_name(step: int) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
+    with atomic_output(path) as temp, open(temp, "wb") as fh:
+        write(fh)
 
 
 def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
@@ -55,7 +43,7 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 def save_checkpoint(ckpt_dir: Path, step: int, state: dict[str, Any], keep: int) -> Path:
     """Write ``state`` as the checkpoint of ``step``, point LATEST at it, keep the newest ``keep`` files."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for stray in ckpt_dir.glob(".ckpt-*.tmp-*"):
+    for stray in ckpt_dir.glob(f".ckpt-*{TEMP_MARKER}*"):
         stray.unlink(missing_ok=True)  # left by a crash during an earlier save
     path = ckpt_dir / checkpoint_name(step)
     _atomic_write(path, lambda fh: torch.save(state, fh))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from kacdist.atomic import atomic_output
 
 
 class MetricsLog:
@@ -28,6 +29,5 @@ class MetricsLog:
     def flush(self) -> None:
         if not self.rows:
             return
-        tmp = self.path.with_name(f".{self.path.name}.tmp-{os.getpid()}")
-        pq.write_table(pa.Table.from_pylist(self.rows), tmp)
-        os.replace(tmp, self.path)
+        with atomic_output(self.path) as temp:
+            pq.write_table(pa.Table.from_pylist(self.rows), temp)

@@ -1,7 +1,8 @@
 """The one entry point: `python jobs/launch.py stage=<stage> [cluster=local] [dataset=...] [model=...] [key=value ...]`.
 
 Parses and validates the whole configuration before any work starts; `print_config=true` prints the
-resolved configuration and exits. Stages: teacher, sample, eval, kac_demo.
+resolved configuration and exits. Stages: teacher, distill, ladder, sample, eval, kac_demo.
+`from=<stage or checkpoint>` is short for `distill.init=...`.
 """
 
 from __future__ import annotations
@@ -28,6 +29,14 @@ def main(argv: list[str]) -> int:
         from kacdist.stages.teacher import run_teacher
 
         run_teacher(cfg)
+    elif cfg.stage == "distill":
+        from kacdist.stages.distill import run_distill
+
+        run_distill(cfg)
+    elif cfg.stage == "ladder":
+        from kacdist.stages.distill import run_ladder
+
+        run_ladder(cfg)
     elif cfg.stage == "sample":
         from kacdist.stages.sample import run_sample
 

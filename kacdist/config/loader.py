@@ -43,7 +43,9 @@ def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig
         if "=" not in token or token.startswith("-"):
             raise ConfigError(f"cannot parse {token!r}: use group=name ({', '.join(GROUPS)}) or dotted.key=value")
         key, value = token.split("=", 1)
-        if key in GROUPS:
+        if key == "from":  # `from=<checkpoint or stage>`: where a distillation stage starts (DistillConfig.init)
+            overrides.append(f"distill.init={value}")
+        elif key in GROUPS:
             choices[key] = value
         else:
             overrides.append(token)

@@ -80,7 +80,38 @@ class SampleConfig:
     seed: int = 0
     batch_size: int = 256
     use_ema: bool = True
-    checkpoint: str = ""  # empty: the latest checkpoint of this run's teacher
+    checkpoint: str = ""  # empty: the latest checkpoint of sample.source
+    source: str = "teacher"  # the stage whose EMA weights are sampled: teacher or distill-<T>-<S>[-<tag>]
+
+
+@dataclass
+class DistillConfig:
+    """Endpoint distillation (DistillKac §4, Alg. 1; App. B.5). A stage distils a ``teacher_steps`` model into a
+    ``student_steps`` student in runs/<run>/distill-<teacher_steps>-<student_steps>[-<tag>]."""
+
+    # where teacher and student weights come from (both start from it): "" = the finished stage that
+    # produced a teacher_steps model (the guided teacher when teacher_steps = ladder[0]), "teacher",
+    # a stage name such as "distill-100-20", or a checkpoint path. `from=...` on the command line sets it.
+    init: str = ""
+    teacher_steps: int = 100
+    student_steps: int = 20
+    ladder: List[int] = field(default_factory=lambda: [100, 20, 4, 2, 1])  # stage=ladder
+    # the teacher's substep integrator; auto: ab2 for the guided teacher, euler for an earlier student (whose
+    # own sampler is Euler on its grid, so N Euler substeps reproduce it exactly)
+    teacher_integrator: str = "auto"
+    guidance: float = 1.2  # w of the guided teacher (eq. 6); students learn the guided velocity, sampled with w = 1
+    x_source: str = "forward"  # forward | student_rollout | teacher_rollout (kacdist.train.distill)
+    tag: str = ""  # appended to the stage directory, to compare variants within one run
+    total_kimg: float = 20.0
+    batch_size: int = 128
+    lr: float = 1e-4
+    ema_decay: float = 0.999
+    warmup_frac: float = 0.02
+    flat_frac: float = 0.58
+    checkpoint_every_kimg: float = 10.0
+    log_every_kimg: float = 2.0
+    sample_every_kimg: float = 0.0
+    seed: int = 0
 
 
 @dataclass
@@ -92,6 +123,8 @@ class EvalConfig:
     seeds: List[int] = field(default_factory=lambda: [0])
     inception: bool = False  # the standard FID InceptionV3 (slow on CPU); the classifier FD is always computed
     after_teacher: bool = False  # stage=teacher runs this evaluation when training has finished
+    students: bool = True  # also evaluate every finished distill-* stage of the run (Euler on its own grid, w = 1)
+    after_ladder: bool = False  # stage=ladder runs this evaluation when the last stage has finished
 
 
 @dataclass
@@ -125,6 +158,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
+    distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)

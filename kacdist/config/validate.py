@@ -12,7 +12,7 @@ from kacdist.kac.integrators import INTEGRATORS
 from kacdist.kac.sampler import SAMPLERS
 from kacdist.kac.schedules import SCHEDULES
 
-STAGES = ("teacher", "sample", "eval", "kac_demo")
+STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("digits", "shards")
@@ -96,6 +96,7 @@ def validate_config(cfg: RunConfig) -> None:
     for label in s.labels:
         if not 0 <= label < max(d.num_classes, 1):
             raise ConfigError(f"sample.labels contains {label}: classes are 0..{d.num_classes - 1}")
+    _validate_distill(cfg)
     e = cfg.eval
     _positive("eval.num_samples", e.num_samples)
     for name in e.integrators:
@@ -109,8 +110,42 @@ def validate_config(cfg: RunConfig) -> None:
     _positive("cluster.nodes", cfg.cluster.nodes)
     _nonnegative("cluster.gpus_per_node", cfg.cluster.gpus_per_node)
     _positive("cluster.timeout_min", cfg.cluster.timeout_min)
+    if not cfg.sample.source or "/" in cfg.sample.source:
+        raise ConfigError(f"sample.source={cfg.sample.source!r} is invalid: a stage name such as teacher or distill-100-20")
     try:
         from kacdist.models.presets import PRESETS
     except ImportError:  # the model package is optional for stages that do not build a network
         return
     _choice("model.preset", cfg.model.preset, sorted(PRESETS))
+
+
+def _validate_distill(cfg: RunConfig) -> None:
+    from kacdist.train.distill import TEACHER_INTEGRATORS, X_SOURCES, DistillConfigError, substeps
+
+    dc = cfg.distill
+    try:
+        if cfg.stage == "ladder":
+            if len(dc.ladder) < 2:
+                raise ConfigError(f"distill.ladder={list(dc.ladder)} is invalid: needs at least two step counts, e.g. [100, 20, 4, 2, 1]")
+            for hi, lo in zip(dc.ladder, dc.ladder[1:]):
+                substeps(hi, lo)
+        else:
+            substeps(dc.teacher_steps, dc.student_steps)
+    except DistillConfigError as err:
+        raise ConfigError(str(err)) from None
+    _choice("distill.teacher_integrator", dc.teacher_integrator, ("auto",) + TEACHER_INTEGRATORS)
+    _choice("distill.x_source", dc.x_source, X_SOURCES)
+    _nonnegative("distill.guidance", dc.guidance)
+    if "/" in dc.tag:
+        raise ConfigError(f"distill.tag={dc.tag!r} is invalid: must not contain '/'")
+    _positive("distill.total_kimg", dc.total_kimg)
+    _positive("distill.batch_size", dc.batch_size)
+    _positive("distill.lr", dc.lr)
+    _fraction("distill.ema_decay", dc.ema_decay, upper_open=True)
+    _fraction("distill.warmup_frac", dc.warmup_frac)
+    _fraction("distill.flat_frac", dc.flat_frac)
+    if dc.warmup_frac + dc.flat_frac > 1:
+        raise ConfigError(f"distill.warmup_frac + distill.flat_frac = {dc.warmup_frac + dc.flat_frac:g} is invalid: must be <= 1")
+    _positive("distill.checkpoint_every_kimg", dc.checkpoint_every_kimg)
+    _positive("distill.log_every_kimg", dc.log_every_kimg)
+    _nonnegative("distill.sample_every_kimg", dc.sample_every_kimg)

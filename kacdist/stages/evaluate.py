@@ -65,7 +65,7 @@ def run_eval(cfg: RunConfig) -> list[dict]:
     floor = quality_row(classifier, reference, real_odd[:n], real_labels[:n])
     log.info("real-vs-real FD at %d images: %.3f (accuracy %.3f)", len(real_odd[:n]), floor["fd"], floor["accuracy"])
     rows = [{"model": "real", "integrator": "", "steps": 0, "guidance": float("nan"), "seed": -1, "nfe": 0,
-             "images_per_s": float("nan"), **floor}]
+             "images_per_s": float("nan"), "checkpoint": "", **floor}]
     model, ckpt = load_teacher(cfg, device, use_ema=True)
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
@@ -80,17 +80,50 @@ def run_eval(cfg: RunConfig) -> list[dict]:
                     seeds = [seed * 1_000_003 + i for i in range(n)]
                     result = generate(model, process, shape, seeds, labels, integrator, steps, w, cfg.sample.batch_size, device, amp)
                     row = {"model": "teacher", "integrator": integrator, "steps": steps, "guidance": w, "seed": seed,
-                           "nfe": result.nfe, "images_per_s": result.images_per_s,
+                           "nfe": result.nfe, "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
                            **quality_row(classifier, reference, result.images, labels)}
                     rows.append(row)
                     log.info("w=%g %-8s %3d steps (%3d NFE) seed %d: FD %.3f  acc %.3f  %.0f img/s", w, integrator, steps,
                              result.nfe, seed, row["fd"], row.get("accuracy", float("nan")), result.images_per_s)
+    if ec.students:
+        rows += evaluate_students(cfg, classifier, reference, n, labels, device, amp, process, shape)
     out = stage_dir(cfg, "eval")
     out.mkdir(parents=True, exist_ok=True)
-    table = pa.Table.from_pylist([{**r, "checkpoint": str(ckpt)} for r in rows])
+    table = pa.Table.from_pylist(rows)
     pq.write_table(table, out / "fd_vs_nfe.parquet")
     (out / "fd_vs_nfe.md").write_text(format_table(rows))
     print(format_table(rows))
+    return rows
+
+
+def finished_students(cfg: RunConfig) -> list[tuple[str, int]]:
+    """(stage name, student steps) of every finished distill-* stage of the run, by name."""
+    import json
+
+    from kacdist.stages.common import run_root
+
+    root = run_root(cfg)
+    found = []
+    for d in sorted(root.glob("distill-*")) if root.is_dir() else []:
+        if (d / "DONE").exists() and (d / "source.json").exists():
+            found.append((d.name, int(json.loads((d / "source.json").read_text())["student_steps"])))
+    return found
+
+
+def evaluate_students(cfg, classifier, reference, n, labels, device, amp, process, shape) -> list[dict]:
+    """Each finished student, sampled as trained: Euler on its own grid, w = 1 (conditional velocity)."""
+    rows = []
+    for name, steps in finished_students(cfg):
+        model, ckpt = load_teacher(cfg, device, use_ema=True, stage=name)
+        for seed in cfg.eval.seeds:
+            seeds = [seed * 1_000_003 + i for i in range(n)]
+            result = generate(model, process, shape, seeds, labels, "euler", steps, 1.0, cfg.sample.batch_size, device, amp)
+            row = {"model": name, "integrator": "euler", "steps": steps, "guidance": 1.0, "seed": seed, "nfe": result.nfe,
+                   "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
+                   **quality_row(classifier, reference, result.images, labels)}
+            rows.append(row)
+            log.info("%s (Euler, %d NFE) seed %d: FD %.3f  acc %.3f  %.0f img/s", name, result.nfe, seed, row["fd"],
+                     row.get("accuracy", float("nan")), result.images_per_s)
     return rows
 
 
@@ -98,7 +131,7 @@ def format_table(rows: list[dict]) -> str:
     """FD (mean over seeds) per steps × integrator for each guidance, real-vs-real floor on top."""
     real = next(r for r in rows if r["model"] == "real")
     lines = [f"classifier FD, {real['num_images']} images; real-vs-real FD {real['fd']:.3f}; accuracy of real {real['accuracy']:.3f}", ""]
-    gen = [r for r in rows if r["model"] != "real"]
+    gen = [r for r in rows if r["model"] == "teacher"]
     for w in sorted({r["guidance"] for r in gen}, reverse=True):
         sub = [r for r in gen if r["guidance"] == w]
         integrators = list(dict.fromkeys(r["integrator"] for r in sub))
@@ -117,5 +150,16 @@ def format_table(rows: list[dict]) -> str:
                 else:
                     cells.append("—")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
+        lines.append("")
+    students = [r for r in rows if r["model"] not in ("real", "teacher")]
+    if students:
+        lines.append("DistillKac students (Euler on their own grid, w = 1): FD (accuracy), mean over seeds")
+        lines.append("| stage | NFE | FD | accuracy | seeds |")
+        lines.append("|---|---|---|---|---|")
+        for name in dict.fromkeys(r["model"] for r in students):
+            hit = [r for r in students if r["model"] == name]
+            fd = np.mean([r["fd"] for r in hit])
+            acc = np.mean([r.get("accuracy", np.nan) for r in hit])
+            lines.append(f"| {name} | {hit[0]['nfe']} | {fd:.2f} | {acc:.3f} | {len(hit)} |")
         lines.append("")
     return "\n".join(lines)

@@ -1,6 +1,8 @@
-"""stage=sample: images from the teacher with a chosen integrator, step count and guidance.
+"""stage=sample: images from the teacher (or any stage, ``sample.source=distill-20-4``) with a chosen
+integrator, step count and guidance. A DistillKac student is sampled as it was trained: Euler on its own
+grid with w = 1 (its conditional velocity already carries the teacher's guidance).
 
-Writes runs/<run>/sample/<integrator>-<steps>-w<guidance>.{png,npz,json}: the grid, the uint8 images with
+Writes runs/<run>/sample/[<source>-]<integrator>-<steps>-w<guidance>.{png,npz,json}: the grid, the uint8 images with
 their labels and seeds, and the throughput (images/s, NFE per image).
 """
 
@@ -33,7 +35,7 @@ def sample_labels(cfg: RunConfig, n: int) -> torch.Tensor | None:
 def run_sample(cfg: RunConfig) -> dict:
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
-    model, ckpt = load_teacher(cfg, device, sc.use_ema, sc.checkpoint)
+    model, ckpt = load_teacher(cfg, device, sc.use_ema, sc.checkpoint, sc.source)
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     seeds = [sc.seed * 1_000_003 + i for i in range(sc.num_images)]
@@ -44,12 +46,14 @@ def run_sample(cfg: RunConfig) -> dict:
     )
     out = stage_dir(cfg, "sample")
     out.mkdir(parents=True, exist_ok=True)
-    stem = out / f"{sc.integrator}-{sc.steps}-w{sc.guidance:g}"
+    prefix = "" if sc.source == "teacher" else f"{sc.source}-"
+    stem = out / f"{prefix}{sc.integrator}-{sc.steps}-w{sc.guidance:g}"
     images = result.uint8()
     save_png(image_grid(images[: min(len(images), 100)]), stem.with_suffix(".png"))
     np.savez_compressed(stem.with_suffix(".npz"), images=images, labels=result.labels.numpy(), seeds=np.array(seeds))
     summary = {
         "checkpoint": str(ckpt),
+        "source": sc.source,
         "integrator": sc.integrator,
         "steps": sc.steps,
         "guidance": sc.guidance,

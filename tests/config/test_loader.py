@@ -39,12 +39,25 @@ def test_defaults_and_groups_merge_in_order():
         (["--lr", "3"], "cannot parse '--lr'"),
         (["dataset=folder"], "dataset.urls is empty"),
         (["sample.labels=[3,12]"], "sample.labels contains 12: classes are 0..9"),
+        (["stage=distill", "distill.student_steps=3"], "distill.teacher_steps=100 is not a multiple of distill.student_steps=3"),
+        (["stage=distill", "distill.teacher_steps=4", "distill.student_steps=4"], "must be smaller than distill.teacher_steps=4"),
+        (["stage=ladder", "distill.ladder=[100,30,4]"], "distill.teacher_steps=100 is not a multiple of distill.student_steps=30"),
+        (["stage=ladder", "distill.ladder=[100]"], "needs at least two step counts"),
+        (["distill.x_source=noise"], "allowed values are forward, student_rollout, teacher_rollout"),
+        (["distill.teacher_integrator=heun"], "allowed values are auto, euler, midpoint, ab2"),
+        (["distill.lrr=1"], "Did you mean: 'lr'?"),
     ],
 )
 def test_bad_configs_are_refused_naming_the_key(argv, message):
     with pytest.raises(ConfigError) as err:
         load_config(argv)
     assert message in str(err.value)
+
+
+def test_from_sets_where_a_distillation_stage_starts():
+    cfg = load_config(["stage=distill", "from=distill-100-20", "distill.teacher_steps=20", "distill.student_steps=4"])
+    assert cfg.stage == "distill" and cfg.distill.init == "distill-100-20"
+    assert (cfg.distill.teacher_steps, cfg.distill.student_steps) == (20, 4)
 
 
 def test_saved_config_round_trips_and_holds_no_secret(tmp_path, monkeypatch):

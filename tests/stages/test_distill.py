@@ -1,0 +1,79 @@
+"""Stage chaining: the ladder's stages pick up the previous stage's finished checkpoint, a finished stage is
+reused, `from=` takes a stage or a checkpoint path, and a missing or mismatched input is refused by name.
+Real digits shards, the real tiny UNet, a few optimizer steps per stage."""
+
+import json
+
+import pytest
+import torch
+
+from kacdist.config import load_config
+from kacdist.stages.distill import StageInputError, run_distill, run_ladder
+from kacdist.stages.teacher import run_teacher
+from kacdist.train.checkpoint import list_checkpoints
+
+
+def _args(tmp_path):
+    return [
+        f"runs_dir={tmp_path / 'runs'}", f"dataset.cache_dir={tmp_path / 'cache'}", "train.threads=1",
+        "train.batch_size=16", "train.total_kimg=0.032", "train.checkpoint_every_kimg=0.032", "train.log_every_kimg=0.016",
+        "eval.after_teacher=false", "sample.steps=4", "sample.num_images=4", "sample.batch_size=4",
+        "distill.ladder=[4,2,1]", "distill.batch_size=8", "distill.total_kimg=0.016",
+        "distill.checkpoint_every_kimg=0.016", "distill.log_every_kimg=0.008",
+    ]
+
+
+@pytest.fixture(scope="module")
+def ladder_run(tmp_path_factory):
+    tmp_path = tmp_path_factory.mktemp("ladder")
+    teacher = run_teacher(load_config(["stage=teacher"] + _args(tmp_path)))
+    cfg = load_config(["stage=ladder"] + _args(tmp_path))
+    return tmp_path, teacher, cfg, run_ladder(cfg)
+
+
+def test_each_stage_starts_from_the_previous_stages_checkpoint(ladder_run):
+    tmp_path, teacher, cfg, results = ladder_run
+    root = tmp_path / "runs" / "digits"
+    first = json.loads((root / "distill-4-2" / "source.json").read_text())
+    second = json.loads((root / "distill-2-1" / "source.json").read_text())
+    assert first["kind"] == "teacher" and first["stage"] == "teacher" and first["checkpoint"] == str(teacher.checkpoint)
+    assert first["teacher_integrator"] == "ab2" and first["substeps"] == 2 and first["guidance"] == cfg.distill.guidance
+    assert second["kind"] == "student" and second["stage"] == "distill-4-2"
+    assert second["checkpoint"] == str(results[0].checkpoint)
+    assert second["teacher_integrator"] == "euler" and second["substeps"] == 2 and second["guidance"] is None
+    state = torch.load(results[1].checkpoint, weights_only=True)
+    assert state["distill"]["student_steps"] == 1 and state["distill"]["teacher_steps"] == 2
+    assert [r.status for r in results] == ["finished", "finished"]
+    assert (root / "distill-2-1" / "samples").is_dir() and (root / "distill-2-1" / "metrics.parquet").exists()
+
+
+def test_a_finished_ladder_is_reused_not_retrained(ladder_run):
+    tmp_path, _, cfg, results = ladder_run
+    before = {p: list_checkpoints(tmp_path / "runs" / "digits" / p / "checkpoints") for p in ("distill-4-2", "distill-2-1")}
+    again = run_ladder(cfg)
+    assert [r.status for r in again] == ["already_done", "already_done"]
+    assert [r.checkpoint for r in again] == [r.checkpoint for r in results]
+    assert before == {p: list_checkpoints(tmp_path / "runs" / "digits" / p / "checkpoints") for p in before}
+
+
+def test_from_takes_a_stage_name_or_a_checkpoint_path(ladder_run):
+    tmp_path, _, _, results = ladder_run
+    cfg = load_config(["stage=distill", f"from={results[0].checkpoint}", "distill.teacher_steps=2",
+                       "distill.student_steps=1", "distill.tag=frompath"] + _args(tmp_path))
+    run_distill(cfg)
+    source = json.loads((tmp_path / "runs" / "digits" / "distill-2-1-frompath" / "source.json").read_text())
+    assert source["checkpoint"] == str(results[0].checkpoint) and source["kind"] == "student"
+    wrong = load_config(["stage=distill", "from=distill-4-2", "distill.teacher_steps=4", "distill.student_steps=1"]
+                        + _args(tmp_path))
+    with pytest.raises(StageInputError, match="is a 2-step student, not a 4-step model"):
+        run_distill(wrong)
+
+
+def test_a_stage_without_its_input_is_refused_by_name(tmp_path):
+    cfg = load_config(["stage=distill", "distill.teacher_steps=2", "distill.student_steps=1"] + _args(tmp_path))
+    with pytest.raises(StageInputError, match="no finished stage produces a 2-step model"):
+        run_distill(cfg)
+    first = load_config(["stage=distill", "distill.teacher_steps=4", "distill.student_steps=2"] + _args(tmp_path))
+    with pytest.raises(StageInputError, match="has not finished"):
+        run_distill(first)  # the ladder's first rung needs the teacher, which was never trained here
+    assert not (tmp_path / "runs" / "digits" / "distill-4-2" / "checkpoints").exists()

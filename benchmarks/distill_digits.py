@@ -50,11 +50,17 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--no-single", action="store_true", help="skip the single-stage 100→1 and 4→1 students")
+    parser.add_argument("--report-only", action="store_true",
+                        help="re-render the table from benchmarks/results/distill_digits.json and the run's metrics")
     parser.add_argument("overrides", nargs="*", help="key=value overrides as for jobs/launch.py")
     args = parser.parse_args()
     setup_logging()
     base = ["dataset=digits", "eval.after_teacher=false"] + args.overrides
     cfg = load_config(["stage=teacher"] + base)
+    if args.report_only:
+        saved = json.loads((OUT / "distill_digits.json").read_text())
+        report(cfg, saved["rows"], saved["timings_s"], args)
+        return
     run_teacher(cfg)  # returns at once when the teacher has finished
     timings: dict[str, float] = {}
     ladder = list(cfg.distill.ladder)
@@ -151,6 +157,22 @@ def diagnostics(cfg, students, source) -> None:
     (out / "trajectories.json").write_text(json.dumps(summary, indent=1))
 
 
+def stage_seconds(cfg) -> dict[str, float]:
+    """Training seconds of every finished distill-* stage of the run, from its metrics log."""
+    out = {}
+    root = stage_dir(cfg, "teacher").parent
+    for d in sorted(root.glob("distill-*")):
+        if not (d / "DONE").exists() or not (d / "metrics.parquet").exists():
+            continue
+        rows = [r for r in pq.read_table(d / "metrics.parquet").to_pylist() if r.get("s_per_step") is not None]
+        total, previous = 0.0, 0
+        for r in sorted(rows, key=lambda r: r["step"]):
+            total += r["s_per_step"] * (r["step"] - previous)
+            previous = r["step"]
+        out[d.name] = total
+    return out
+
+
 def report(cfg, rows, timings, args) -> None:
     real = next(r for r in rows if r["model"] == "real")
     gen = [r for r in rows if r["model"] != "real"]
@@ -175,7 +197,11 @@ def report(cfg, rows, timings, args) -> None:
                         "fd_std": fd.std(), "accuracy": acc.mean(), "teacher_gap": gap.mean(), "images_per_s": ips})
         lines.append(f"| {model} | {integ} | {hit[0]['nfe']} | {fd.mean():.2f} ± {fd.std():.2f} | {acc.mean():.3f} | "
                      f"{gap.mean():.4f} | {ips:.0f} |")
-    lines += ["", "Wall time per distillation run (s): " + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
+    lines += ["", "Wall time of this invocation per distillation run (s; 0 = reused from an earlier run): "
+              + ", ".join(f"{k} {v:.0f}" for k, v in timings.items())]
+    lines += ["", "Training time per stage from its metrics (s, sum of logged s/step × steps; batch "
+              f"{cfg.distill.batch_size}, {cfg.distill.total_kimg:g} kimg each):"]
+    lines += [f"* {name}: {seconds:.0f}" for name, seconds in stage_seconds(cfg).items()]
     text = "\n".join(lines)
     OUT.mkdir(exist_ok=True)
     (OUT / "distill_digits.md").write_text(text + "\n")

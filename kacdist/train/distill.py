@@ -99,24 +99,28 @@ def teacher_endpoint(
 
 @torch.no_grad()
 def rollout_to_nodes(
-    step_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+    step_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
     x1: torch.Tensor,
     k: torch.Tensor,
     student_steps: int,
 ) -> torch.Tensor:
-    """The state at node k_b for each sample, rolling the whole batch forward node by node from x1 at t=1.
+    """The state at node k_b for each sample, rolled forward segment by segment from x1 at t = 1.
 
-    ``step_fn(x, t_j, t_{j+1})`` advances one student segment. Samples stop being updated once they reach
-    their node, and the roll-out ends at the largest node asked for, so the cost is max(k) segments.
+    ``step_fn(x, t_j, t_{j+1}, index)`` advances the samples ``index`` (a subset of the batch: labels must be
+    taken from it) by one student segment. A sample stops once it reaches its node, so segment j only
+    computes the samples still short of it: with k uniform the cost is about half of M·B passes.
     """
     x = x1.clone()
-    view = (-1,) + (1,) * (x.dim() - 1)
     for j in range(int(k.max()) if len(k) else 0):
-        active = k > j
-        t0 = torch.full((x.shape[0],), 1.0 - j / student_steps, device=x.device)
-        t1 = torch.full((x.shape[0],), 1.0 - (j + 1) / student_steps, device=x.device)
-        x = torch.where(active.reshape(view), step_fn(x, t0, t1), x)
+        index = (k > j).nonzero().squeeze(1)
+        t0 = torch.full((len(index),), 1.0 - j / student_steps, device=x.device)
+        t1 = torch.full((len(index),), 1.0 - (j + 1) / student_steps, device=x.device)
+        x[index] = step_fn(x[index], t0, t1, index)
     return x
+
+
+def _take(y: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
+    return None if y is None else y[index]
 
 
 def distill_step_output(
@@ -150,10 +154,12 @@ def distill_step_output(
         if x_source == "student_rollout":
             was_training = student.training
             student.eval()  # dropout off: the states the sampler would visit
-            x = rollout_to_nodes(lambda xx, a, b: student_euler_step(student_v, xx, a, y, 1.0 / student_steps)[0], x1, k, student_steps)
+            x = rollout_to_nodes(
+                lambda xx, a, b, i: student_euler_step(student_v, xx, a, _take(y, i), 1.0 / student_steps)[0], x1, k, student_steps
+            )
             student.train(was_training)
         elif x_source == "teacher_rollout":
-            x = rollout_to_nodes(lambda xx, a, b: teacher_endpoint(teacher, xx, y, a, b, n, integrator), x1, k, student_steps)
+            x = rollout_to_nodes(lambda xx, a, b, i: teacher_endpoint(teacher, xx, _take(y, i), a, b, n, integrator), x1, k, student_steps)
         else:
             raise DistillConfigError(f"distill.x_source={x_source!r} is invalid: allowed values are {', '.join(X_SOURCES)}")
     x = x.detach()

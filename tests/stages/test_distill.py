@@ -77,3 +77,19 @@ def test_a_stage_without_its_input_is_refused_by_name(tmp_path):
     with pytest.raises(StageInputError, match="has not finished"):
         run_distill(first)  # the ladder's first rung needs the teacher, which was never trained here
     assert not (tmp_path / "runs" / "digits" / "distill-4-2" / "checkpoints").exists()
+
+
+def test_velocity_norm_is_logged_per_time_bin_against_the_bound(ladder_run):
+    import math
+
+    import pyarrow.parquet as pq
+
+    tmp_path, _, cfg, _ = ladder_run
+    rows = [r for r in pq.read_table(tmp_path / "runs" / "digits" / "distill-2-1" / "metrics.parquet").to_pylist() if "loss" in r]
+    assert rows
+    d = cfg.dataset.channels * cfg.dataset.resolution ** 2
+    for r in rows:
+        assert r["velocity_bound"] == pytest.approx(cfg.kac.c * math.sqrt(d))
+        # a 1-step student is only ever evaluated at t = 1: the last bin alone is filled
+        assert r["velocity_l2_bin9"] > 0
+        assert all(r[f"velocity_l2_bin{i}"] is None for i in range(9))

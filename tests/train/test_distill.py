@@ -87,9 +87,17 @@ def test_teacher_endpoint_integrates_each_samples_own_segment():
 def test_rollout_stops_each_sample_at_its_own_node():
     x1 = torch.ones(4, 1, 1, 1)
     k = torch.tensor([0, 1, 2, 3])
-    # each segment halves x: the state at node k is 2^-k
-    out = rollout_to_nodes(lambda x, a, b: x / 2, x1, k, 4)
+    # each segment halves x: the state at node k is 2^-k; segment j only computes the samples with k > j
+    seen = []
+
+    def halve(x, a, b, index):
+        seen.append(index.tolist())
+        assert torch.all(a == 1 - len(seen[:-1]) / 4) and torch.all(b == a - 0.25)
+        return x / 2
+
+    out = rollout_to_nodes(halve, x1, k, 4)
     assert out.flatten().tolist() == [1.0, 0.5, 0.25, 0.125]
+    assert seen == [[1, 2, 3], [2, 3], [3]]
 
 
 @pytest.mark.parametrize("x_source", ["forward", "student_rollout", "teacher_rollout"])

@@ -1,7 +1,7 @@
 """Benchmark: multi-stage vs single-stage DistillKac (Table B-7 pattern) on a harder dataset, through the
 image-folder path: unlabelled 16×16 RGB patches of natural photos.
 
-    python benchmarks/distill_folder.py [--crops 4000] [--seeds 0 1 2] [--samples 500] [key=value ...]
+    python benchmarks/distill_folder.py [--crops 4000] [--samples 500] [--teacher-steps 100,4,1] [key=value ...] [--seeds 0 1 2]
 
 1. Writes an image folder of random 48×48 crops of scikit-image's bundled colour photos (astronaut,
    chelsea, coffee, rocket, immunohistochemistry, hubble_deep_field, retina; no download) and a disjoint
@@ -75,8 +75,8 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--work", default="runs/photos-data")
-    parser.add_argument("--teacher-steps", nargs="+", type=int, default=[100, 20, 4, 2, 1],
-                        help="AB-2 step counts at which the teacher is evaluated; the first is the gap's anchor")
+    parser.add_argument("--teacher-steps", default="100,20,4,2,1",
+                        help="comma-separated AB-2 step counts at which the teacher is evaluated; the first is the gap's anchor")
     parser.add_argument("overrides", nargs="*")
     args = parser.parse_args()
     setup_logging()
@@ -110,7 +110,7 @@ def main() -> None:
     shape = (3, 16, 16)
     teacher, _ = load_teacher(cfg, device)
     # the teacher at 100 steps (the anchor of the gap) and at the students' NFE; --teacher-steps trims it
-    models = [("teacher", teacher, "ab2", s) for s in args.teacher_steps]
+    models = [("teacher", teacher, "ab2", s) for s in map(int, args.teacher_steps.split(","))]
     models += [(name, load_teacher(cfg, device, stage=name)[0], "euler", s) for name, s in students]
     for seed in args.seeds:
         noise = [seed * 1_000_003 + i for i in range(n)]

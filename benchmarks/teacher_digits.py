@@ -26,6 +26,7 @@ DEFAULTS = [
     "eval.integrators=[euler,midpoint,ab2]",
     "eval.steps=[100,50,20,10,4,2,1]",
     "eval.guidance=[1.2]",
+    "eval.students=false",  # students are measured by benchmarks/distill_digits.py
 ]
 
 

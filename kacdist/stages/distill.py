@@ -179,20 +179,14 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
     settings.extra_state = {"distill": {k: v for k, v in record.items() if v is not None}}
     from kacdist.train.batches import make_batches
 
-    batches_box: dict = {}
-
-    class _Deferred:  # built once the resume step is known
-        def batch(self, step: int):
-            return batches_box["b"].batch(step)
-
-    def on_resume(step: int) -> None:
-        batches_box["b"] = make_batches(cfg.dataset, dc.batch_size, dc.seed, step, 0, 1, device)
+    def batches(start_step: int):  # built by the loop once the resume step is known
+        return make_batches(cfg.dataset, dc.batch_size, dc.seed, start_step, 0, 1, device)
 
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     result = train_distill(
-        settings, out, student, teacher, process, _Deferred(), to_yaml(stage_cfg), device,
+        settings, out, student, teacher, process, batches, to_yaml(stage_cfg), device,
         teacher_steps=teacher_steps, student_steps=student_steps, integrator=integrator, x_source=dc.x_source,
-        amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps), on_resume=on_resume,
+        amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps),
     )
     log.info("%s %s: step %d, %.1f kimg, checkpoint %s", name, result.status, result.step, result.kimg, result.checkpoint)
     return result

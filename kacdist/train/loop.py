@@ -114,14 +114,13 @@ def run_loop(
     on_checkpoint: Callable[[int, Path], None] | None = None,
     monitor: Callable[[nn.Module, int], float] | None = None,
     snapshot: Callable[[nn.Module, int], None] | None = None,
-    on_resume: Callable[[int], None] | None = None,
 ) -> LoopResult:
     """Train ``model`` (already on ``device``) with ``loss_fn`` on ``batches`` in ``run_dir``, or resume.
 
-    ``batches.batch(step) -> (x0, y)``. ``monitor(ema_model, step) -> FD`` runs every ``eval_every_kimg``
+    ``batches.batch(step) -> (x0, y)``, or a callable ``batches(start_step)`` returning such an object, called once
+    the resume step is known (a data stream is then positioned there). ``monitor(ema_model, step) -> FD`` runs every ``eval_every_kimg``
     (lower is better) and drives early stopping after ``early_stop_patience`` evaluations without
     improvement; ``snapshot(ema_model, step)`` runs every ``sample_every_kimg`` and at the end.
-    ``on_resume(step)`` is told the step a resumed run starts from (e.g. to rebuild a data stream there).
     """
     s = settings
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -149,8 +148,8 @@ def run_loop(
         torch.set_rng_state(state["torch_rng"].cpu())
         step = int(state["step"])
         log.info("%s: resumed from %s at step %d (%.1f kimg)", s.name, last_ckpt, step, state["kimg"])
-    if on_resume is not None:
-        on_resume(step)
+    if not hasattr(batches, "batch"):
+        batches = batches(step)
     images_per_step = s.batch_size * world_size
     metrics = MetricsLog(run_dir / "metrics.parquet")
 

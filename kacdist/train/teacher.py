@@ -111,30 +111,24 @@ def train_teacher(
         torch.set_num_threads(tc.threads)
     device = resolve_device(tc.device)
     amp_dtype = autocast_dtype(tc.precision, device)
-    torch.manual_seed(tc.seed + rank)  # the same initial weights on every rank
+    torch.manual_seed(tc.seed + rank)  # initial weights are a function of (seed, rank)
     model = (model if model is not None else build_model(cfg)).to(device)
     null_label = getattr(model, "null_label", None) if cfg.dataset.num_classes else None
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     run_dir.mkdir(parents=True, exist_ok=True)
     if rank == 0:
         save_config(cfg, run_dir / "config.yaml")
-    state = {"batches": batches}
+    if batches is None:
+        from kacdist.train.batches import make_batches
 
-    def on_resume(step: int) -> None:
-        if state["batches"] is None:
-            from kacdist.train.batches import make_batches
-
-            state["batches"] = make_batches(cfg.dataset, tc.batch_size, tc.seed, step, rank, world_size, device)
-
-    class _Deferred:  # the data stream is built once the resume step is known
-        def batch(self, step: int):
-            return state["batches"].batch(step)
+        def batches(start_step: int):  # built by the loop once the resume step is known
+            return make_batches(cfg.dataset, tc.batch_size, tc.seed, start_step, rank, world_size, device)
 
     def loss_fn(net: nn.Module, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> StepOutput:
         return teacher_loss(net, process, x0, y, generator, tc.label_dropout, null_label, amp_dtype)
 
     return run_loop(
-        teacher_settings(cfg), run_dir, model, loss_fn, _Deferred(), to_yaml(cfg), device,
+        teacher_settings(cfg), run_dir, model, loss_fn, batches, to_yaml(cfg), device,
         rank=rank, world_size=world_size, kac_c=cfg.kac.c, on_checkpoint=on_checkpoint, monitor=monitor,
-        snapshot=snapshot, on_resume=on_resume,
+        snapshot=snapshot,
     )

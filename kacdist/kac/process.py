@@ -21,7 +21,7 @@ from kacdist.kac.velocity import unit_velocity
 
 # Rows are processed in blocks of about this many values: every elementwise pass then works on data that
 # fits in cache (the same trick as in the sampler).
-_BLOCK_VALUES = 1 << 18
+_BLOCK_VALUES = 1 << 19
 
 
 class KacProcess:

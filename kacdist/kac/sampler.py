@@ -1,82 +1,142 @@
-"""Exact draws of the Kac process K_s (kac-math.md §1) with no precomputed table.
+"""Exact draws of the Kac process K_s (kac-math.md §1) with no precomputed table of the law.
 
 Two exact samplers:
 
 * ``"envelope"`` (the default): the atoms ±c·s are chosen with their exact mass e^{-lam}, lam = a·s; the
   absolutely continuous part is drawn by rejection from a piecewise-uniform envelope built, per call, for
-  the few distinct times of the batch (one row per leading index). Because the density of |u|, u = K/(c·s),
-  decreases on [0, 1) (law.unit_ac_density_unnormalised), the density at the left end of a bin bounds it on
-  the whole bin and the density at the right end is a lower bound: most draws are accepted by that
-  "squeeze" without evaluating a Bessel function, and the rest by the exact density. The bins are laid at
-  approximate quantiles so that every bin carries the same envelope area; the approximation affects only
-  speed, never the law. The envelope costs O(rows × bins), i.e. memory proportional to the batch.
+  the few distinct times of the batch (one row per leading index). Because the density q of |u|,
+  u = K/(c·s), decreases on [0, 1) (law.unit_ac_density_unnormalised), q at the left end of a bin bounds it
+  on the whole bin and q at the right end is a lower bound: most draws are accepted by that "squeeze"
+  without evaluating a Bessel function, and the rest by the density itself. The envelope costs
+  O(rows × bins), i.e. memory proportional to the batch; it is exact for any choice of bins.
 * ``"poisson_beta"``: N ~ Poisson(lam) flips; given N = n the fraction of time spent in the initial
   direction is Beta(⌊n/2⌋+1, ⌈n/2⌉) (uniform spacings), so K = e·c·s·(2B − 1). Simple and independent of
   the envelope, kept as a cross-check and a baseline for the benchmark.
+
+Where the bins go only decides the speed. They are laid so that every bin has the same envelope area
+q(left)·width (the layout of a ziggurat): then one uniform picks a bin with the right probability with no
+search, and the share of proposals that the squeeze cannot settle, or that are rejected, is about 1/bins.
+Such knots depend on lam alone, so they are computed once per process for a log grid of lam (a few hundred
+KB, the same for every (a, c)) and interpolated in log lam for each call; the envelope values at the knots
+are then computed for each row's own lam, which is what makes the envelope exact.
 """
 
 from __future__ import annotations
 
+import functools
+import threading
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from kacdist.kac.checks import check_leading_times, check_nonnegative_times, check_rate_and_speed
-from kacdist.kac.law import unit_ac_density_unnormalised
+from kacdist.kac.law import FAST_DENSITY_REL_ERROR, unit_ac_density_fast, unit_ac_density_unnormalised
 
 SAMPLERS = ("envelope", "poisson_beta")
 
-# Envelope layout (per row, i.e. per distinct time of the batch):
-# * BODY bins at equal quantile levels of |u|; every body bin is one "slot" of envelope area A;
-# * the TAIL beyond the last body knot, whose mass is TAIL_SLOTS body masses, gets TAIL_SLOTS slots; a
-#   draw that lands there picks a fine tail bin by a search over the tail's cumulative envelope. This
-#   keeps the last body bins away from the fast-falling tail, where one bin's density drops a lot.
-# Each slot exists twice, for u > 0 and u < 0, so one uniform picks the sign, the slot and (its
-# fractional part) the position inside the bin.
-# The fine grid that places the knots stops this many standard deviations of u out (sd ≈ lam^-1/2 in
-# the diffusive regime); bins always reach u = 1, so this choice affects only speed, never the law.
+# Knot grid: lam = 2^-12 .. 2^15 at 4 points per octave. Outside it the nearest row is used, scaled by the
+# fine-grid limit: u·sqrt(lam) settles to a fixed law for large lam, and u to a fixed law for small lam.
+_KNOT_GRID_LOG2 = (-12.0, 15.0)
+_KNOT_GRID_PER_OCTAVE = 4
+# The fine grid on which the knots are laid stops this many standard deviations of u out (sd ≈ lam^-1/2 in
+# the diffusive regime); beyond it the density is below e^-128 of its peak and one bin reaches u = 1.
 _FINE_GRID_SDS = 16.0
-_TAIL_UNIFORM_BINS = 32
-_TAIL_FILL = 0.88
-_TAIL_DEEP_BINS = 20  # geometric levels P·2^-i reaching far into the tail, then one bin to u = 1
+_FINE_GRID_POINTS = 4097
+_BIN_CHOICES = (64, 128, 256)  # bins per sign; more bins cost O(rows × bins) per call, fewer cost exact tests
+_VALUES_PER_BIN = 12
 _MAX_ROUNDS = 64
-_VALUES_PER_BIN = 32
-_BODY_PER_TAIL_SLOT = 16
-_CHUNK = 1 << 18
+# A value whose first proposal fails the squeeze gets this many more proposals, tested beside it (see
+# _settle): with acceptance above 0.9 one round then almost always settles every value.
+_SPARE_PROPOSALS = 2
+# Values are drawn in blocks of about this many: every elementwise pass then works on data that stays in
+# cache (passes over 100 MB arrays are memory-bound on CPU; 5.5x slower measured on the 2-core box).
+_CHUNK = 1 << 19
 _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
-_TAIL_MARK = -1.0  # squeeze value of tail slots: never accepted at once, sent to the tail sampler
 
 
 @dataclass(frozen=True)
 class _Envelope:
-    """Flattened per-row tables. Slot tables have 2·(body + tail_slots) entries per row."""
+    """Flattened per-row tables, 2·bins slots per row: bins for u ≥ 0, then their mirror images."""
 
-    slot_left: torch.Tensor  # signed left edge of the bin (0 for tail slots)
-    slot_width: torch.Tensor  # signed width (0 for tail slots)
-    slot_squeeze: torch.Tensor  # float32, rounded down; _TAIL_MARK for tail slots
-    slot_scale: torch.Tensor  # width / A: accept iff V < q(|u|)·scale
-    tail_key: torch.Tensor  # row + cumulative share of the tail envelope: one globally sorted array
-    tail_left: torch.Tensor
-    tail_width: torch.Tensor
-    tail_squeeze: torch.Tensor  # float32
-    tail_scale: torch.Tensor
-    slots: int  # body + tail_slots (per sign)
+    slot_left: torch.Tensor  # float64 signed left edge of the bin (a float32 number: the knots are rounded)
+    slot_width: torch.Tensor  # float64 signed width
+    slot_squeeze: torch.Tensor  # float32 q(right)·width/A rounded down: V below it is accepted at once
+    slot_scale: torch.Tensor  # float32 width/A rounded up: accept iff V < q(|u|)·scale
+    lam32: torch.Tensor  # float32 lam per row, for the exact test
+    bins: int
 
 
-def _body_bins(values_per_row: int) -> int:
-    # Table cost is O(rows × bins); per-value cost does not depend on the bin count. Small rows get fewer
-    # bins: the squeeze then fails a little more often, on few values.
-    return int(min(256, max(32, values_per_row // _VALUES_PER_BIN)))
+def _bins_for(values_per_row: int) -> int:
+    fitting = [b for b in _BIN_CHOICES if b * _VALUES_PER_BIN <= values_per_row]
+    return fitting[-1] if fitting else _BIN_CHOICES[0]
 
 
-def _interp_rows(levels: torch.Tensor, cdf: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
-    """Per row, the grid position where the (piecewise linear) cdf reaches each level."""
-    fine = cdf.shape[1]
-    hi = torch.searchsorted(cdf, levels).clamp(1, fine - 1)
-    c_lo, c_hi = cdf.gather(1, hi - 1), cdf.gather(1, hi)
-    g_lo, g_hi = grid.gather(1, hi - 1), grid.gather(1, hi)
-    frac = ((levels - c_lo) / (c_hi - c_lo).clamp_min(1e-300)).clamp(0, 1)
-    return g_lo + frac * (g_hi - g_lo)
+def _fine_grid_limit(lam: torch.Tensor) -> torch.Tensor:
+    return torch.clamp(_FINE_GRID_SDS / torch.sqrt(lam), max=1.0)
+
+
+def _equal_area_knots(lam: torch.Tensor, bins: int) -> np.ndarray:
+    """Knots 0 = k_0 < ... < k_bins = 1 (in units of the fine-grid limit) with equal q(k_i)·(k_{i+1} - k_i).
+
+    For each lam of the grid, the smallest area A whose chain k_{i+1} = k_i + A/q(k_i) reaches the end
+    within ``bins`` steps, found by bisection; q is interpolated on a fine grid (only speed depends on it).
+    """
+    rows = lam.shape[0]
+    x = torch.linspace(0.0, 1.0, _FINE_GRID_POINTS, dtype=torch.float64)
+    u_hi = _fine_grid_limit(lam)
+    q = unit_ac_density_unnormalised(u_hi[:, None] * x[None, :], lam[:, None])
+    # density in the normalised coordinate x = u/u_hi, scaled to unit mass on [0, 1]
+    q = q * u_hi[:, None]
+    q = (q / torch.trapezoid(q, x, dim=1)[:, None]).numpy()
+    last = _FINE_GRID_POINTS - 1
+    idx = np.arange(rows)
+    end = (1.0 / u_hi).numpy()  # u = 1; past x = 1 the density counts as 0, so one bin reaches it
+
+    def chain(area: np.ndarray) -> np.ndarray:
+        k = np.zeros((rows, bins + 1))
+        for i in range(bins):
+            pos = np.minimum(k[:, i], 1.0) * last
+            j = np.minimum(pos.astype(np.int64), last - 1)
+            f = pos - j
+            qk = np.where(k[:, i] >= 1.0, 0.0, q[idx, j] * (1 - f) + q[idx, j + 1] * f)
+            k[:, i + 1] = np.minimum(k[:, i] + area / np.maximum(qk, 1e-300), end)
+        return k
+
+    lo = np.full(rows, 1.0 / bins)  # the envelope's area is at least the mass: never enough
+    hi = np.full(rows, 2.0 / bins)
+    for _ in range(64):
+        short = chain(hi)[:, -1] < end
+        if not short.any():
+            break
+        lo = np.where(short, hi, lo)
+        hi = np.where(short, 2 * hi, hi)
+    for _ in range(30):
+        mid = 0.5 * (lo + hi)
+        ok = chain(mid)[:, -1] >= end
+        hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
+    k = chain(hi)
+    return k
+
+
+@functools.lru_cache(maxsize=16)
+def _knot_table(bins: int, device: torch.device) -> torch.Tensor:
+    lo, hi = _KNOT_GRID_LOG2
+    count = int(round((hi - lo) * _KNOT_GRID_PER_OCTAVE)) + 1
+    lam = torch.pow(2.0, torch.linspace(lo, hi, count, dtype=torch.float64))
+    return torch.from_numpy(_equal_area_knots(lam, bins)[:, 1:-1]).to(device)  # interior knots only
+
+
+def _knots(lam: torch.Tensor, bins: int) -> torch.Tensor:
+    """Knots 0 = k_0 ≤ ... ≤ k_bins = 1 in u for each row (lam float64 [R]), from the cached table."""
+    table = _knot_table(bins, lam.device)
+    lo, _ = _KNOT_GRID_LOG2
+    pos = ((torch.log2(lam) - lo) * _KNOT_GRID_PER_OCTAVE).clamp(0, table.shape[0] - 1)
+    i = pos.floor().long().clamp(max=table.shape[0] - 2)
+    interior = torch.lerp(table[i], table[i + 1], (pos - i)[:, None]) * _fine_grid_limit(lam)[:, None]
+    interior = interior.clamp_(max=1.0)
+    zeros = torch.zeros(lam.shape[0], 1, dtype=lam.dtype, device=lam.device)
+    return torch.cat([zeros, interior, torch.ones_like(zeros)], dim=1)
 
 
 def _round_down_f32(x: torch.Tensor) -> torch.Tensor:
@@ -85,174 +145,186 @@ def _round_down_f32(x: torch.Tensor) -> torch.Tensor:
     return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -1.0)), y)
 
 
-def _build_envelope(lam: torch.Tensor, body: int) -> _Envelope:
-    """Envelope tables for rows with lam > 0 (float64 [R]); see the layout note above."""
-    rows, dev, f64 = lam.shape[0], lam.device, torch.float64
-    tail_slots = max(4, body // _BODY_PER_TAIL_SLOT)
-    # The tail's envelope exceeds its mass by a few percent (its bins are coarse where the density falls
-    # fast), so it gets a little less mass than its slots: then the body, not the tail, sets the area A.
-    mass = 1.0 / (body + _TAIL_FILL * tail_slots)  # body bin mass
-    tail_mass = _TAIL_FILL * tail_slots * mass
-    # 1. approximate quantiles of |u| from a trapezoid CDF on a fine grid over [0, u_hi]
-    fine = 2 * body + 33
-    u_hi = torch.clamp(_FINE_GRID_SDS / torch.sqrt(lam), max=1.0)
-    grid = u_hi[:, None] * torch.linspace(0.0, 1.0, fine, dtype=f64, device=dev)[None, :]
-    dens = unit_ac_density_unnormalised(grid, lam[:, None])
-    steps = 0.5 * (dens[:, 1:] + dens[:, :-1]) * (grid[:, 1:] - grid[:, :-1])
-    upper = torch.flip(torch.cumsum(torch.flip(steps, [1]), dim=1), [1])  # mass above each grid point
-    zeros = torch.zeros(rows, 1, dtype=f64, device=dev)
-    survival = torch.cat([upper, zeros], dim=1) / upper[:, :1]
-    cdf = 1 - survival  # built from the top so the tail levels keep relative precision
-    body_levels = torch.arange(1, body + 1, dtype=f64, device=dev) * mass
-    tail_uniform = 1 - tail_mass * (1 - torch.arange(1, _TAIL_UNIFORM_BINS, dtype=f64, device=dev) / _TAIL_UNIFORM_BINS)
-    deep = 1 - (tail_mass / _TAIL_UNIFORM_BINS) * torch.pow(2.0, -torch.arange(0, _TAIL_DEEP_BINS, dtype=f64, device=dev))
-    levels = torch.cat([body_levels, tail_uniform, deep])[None, :].expand(rows, -1).contiguous()
-    ones = torch.ones(rows, 1, dtype=f64, device=dev)
-    knots = torch.cat([zeros, _interp_rows(levels, cdf, grid), ones], dim=1)
-    knots = torch.cummax(knots, dim=1).values  # rounding must never make them decrease
-    # 2. exact envelope: q(left edge) bounds q on the bin (q decreases in |u|); q(right edge) is a squeeze
-    q = unit_ac_density_unnormalised(knots, lam[:, None])
+def _round_up_f32(x: torch.Tensor) -> torch.Tensor:
+    """float32 copy that is never below x, so an acceptance scale never shrinks."""
+    y = x.to(torch.float32)
+    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, 2.0)), y)
+
+
+def _build_envelope(lam: torch.Tensor, bins: int) -> _Envelope:
+    """Envelope tables for rows with lam > 0 (float64 [R])."""
+    # knots rounded to float32 so that a bin's left edge is exactly representable in the output dtype
+    knots = _knots(lam, bins).to(torch.float32).to(torch.float64)
+    # q(left edge) bounds q on the bin (q decreases in |u|), q(right edge) is a squeeze; q comes from the
+    # fast form, widened by its error bound in the safe direction for each use
+    q = unit_ac_density_fast(knots, lam[:, None])
     width = knots[:, 1:] - knots[:, :-1]
-    q_left, q_right = q[:, :-1], q[:, 1:]
-    body_area = q_left[:, :body] * width[:, :body]
-    tail_area = q_left[:, body:] * width[:, body:]
-    tail_total = tail_area.sum(dim=1, keepdim=True)
-    # every slot (a body bin, or one of the tail's tail_slots shares) has the same envelope area A
-    area = torch.maximum(body_area.amax(dim=1, keepdim=True), tail_total / tail_slots)
-    body_scale = width[:, :body] / area
-    # tail: bin i is picked with probability tail_area_i / tail_total, then accepted with
-    # probability q(u)/q_left_i · tail_total/(tail_slots·A) ≤ 1
-    tail_scale = (tail_total / (tail_slots * area)) / q_left[:, body:].clamp_min(1e-300)
-    tail_cum = torch.cumsum(tail_area, dim=1) / tail_total
-    tail_cum[:, -1] = 1.0
-    row_ids = torch.arange(rows, dtype=f64, device=dev)[:, None]
-    pad = torch.zeros(rows, tail_slots, dtype=f64, device=dev)
-    left = torch.cat([knots[:, :body], pad], dim=1)
-    wid = torch.cat([width[:, :body], pad], dim=1)
-    squeeze = torch.cat([_round_down_f32(q_right[:, :body] * body_scale), torch.full_like(pad, _TAIL_MARK, dtype=torch.float32)], dim=1)
-    scale = torch.cat([body_scale, pad], dim=1)
+    area = (q[:, :-1] * (1 + FAST_DENSITY_REL_ERROR) * width).amax(dim=1, keepdim=True)
+    scale = width / area  # every bin is picked with the same probability: its envelope is A, not its area
+    squeeze = _round_down_f32(q[:, 1:] * (1 - FAST_DENSITY_REL_ERROR) * scale)
+    scale = _round_up_f32(scale)
+    left = knots[:, :-1]
     return _Envelope(
         slot_left=torch.cat([left, -left], dim=1).reshape(-1),
-        slot_width=torch.cat([wid, -wid], dim=1).reshape(-1),
+        slot_width=torch.cat([width, -width], dim=1).reshape(-1),
         slot_squeeze=torch.cat([squeeze, squeeze], dim=1).reshape(-1),
         slot_scale=torch.cat([scale, scale], dim=1).reshape(-1),
-        tail_key=(row_ids + tail_cum).reshape(-1),
-        tail_left=knots[:, body:-1].reshape(-1),
-        tail_width=width[:, body:].reshape(-1),
-        tail_squeeze=_round_down_f32(q_right[:, body:] * tail_scale).reshape(-1),
-        tail_scale=tail_scale.reshape(-1),
-        slots=body + tail_slots,
+        lam32=lam.to(torch.float32),
+        bins=bins,
     )
+
+
+def _exact_accept(env: _Envelope, slot: torch.Tensor, u: torch.Tensor, accept_draw: torch.Tensor) -> torch.Tensor:
+    """The acceptance test V < q(|u|)·width/A for proposals the squeeze did not settle.
+
+    float32 for q: its relative error is about 1e-5 at lam = 1e4 (the rounding of the exponent
+    lam·u²/(1 + rho)) and far less at the usual lam.
+    """
+    row = torch.div(slot, 2 * env.bins, rounding_mode="floor")
+    q = unit_ac_density_fast(u.abs(), env.lam32[row])
+    return accept_draw < q * torch.take(env.slot_scale, slot)
+
+
+def _propose(env: _Envelope, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """From y = slot + position in [0, 1) (float64 ≥ 0): the slot (long) and u = left + position·width."""
+    slot_f = y.floor()
+    slot = slot_f.long()
+    cand = torch.take(env.slot_left, slot).addcmul_(y.sub_(slot_f), torch.take(env.slot_width, slot))
+    return slot, cand.to(torch.float32)
 
 
 def _settle(
     env: _Envelope,
-    lam: torch.Tensor,
-    slot: torch.Tensor,
-    frac: torch.Tensor,
     u: torch.Tensor,
-    accept_draw: torch.Tensor,
+    pending: torch.Tensor,
+    slot: torch.Tensor,
+    cand: torch.Tensor,
+    draw: torch.Tensor,
     generator: torch.Generator | None,
-) -> torch.Tensor:
-    """Finish proposals the squeeze did not accept: returns the accept mask and fills ``u`` in place.
-
-    Body slots take the exact test. Tail slots first get their position from the tail sampler (a search
-    over the row's cumulative tail envelope), then the squeeze and the exact test.
+) -> None:
+    """Finish the values at flat positions ``pending`` whose first proposal (slot, cand, draw) the squeeze
+    did not accept: that proposal takes the exact test, and _SPARE_PROPOSALS fresh proposals from the same
+    row are tested beside it; each value keeps the first accepted proposal in that order, which is
+    rejection sampling one proposal at a time, with the rounds batched. Values with none accepted go again.
     """
-    two_s = 2 * env.slots
-    row = torch.div(slot, two_s, rounding_mode="floor")
-    tail = torch.take(env.slot_squeeze, slot) == _TAIL_MARK
-    tail_idx = tail.nonzero().squeeze(1)
-    squeeze = torch.take(env.slot_squeeze, slot)
-    scale = torch.take(env.slot_scale, slot)
-    if tail_idx.numel():
-        r = row[tail_idx]
-        key = r.to(torch.float64) + torch.empty(r.numel(), dtype=torch.float64, device=r.device).uniform_(generator=generator)
-        bin_ = torch.searchsorted(env.tail_key, key, right=True).clamp(max=env.tail_key.numel() - 1)
-        negative = (slot[tail_idx] - r * two_s) >= env.slots
-        pos = env.tail_left[bin_] + frac[tail_idx] * env.tail_width[bin_]
-        u[tail_idx] = torch.where(negative, -pos, pos)
-        squeeze[tail_idx] = env.tail_squeeze[bin_]
-        scale[tail_idx] = env.tail_scale[bin_]
-    ok = accept_draw < squeeze
-    exact = (~ok).nonzero().squeeze(1)
-    if exact.numel():
-        # float32 for the exact test: with 1 - rho computed without cancellation (law.py) the acceptance
-        # probability carries a relative error of about 1e-5 at lam = 1e4 and far less at the usual lam
-        q = unit_ac_density_unnormalised(u[exact].abs().to(torch.float32), lam[row[exact]].to(torch.float32))
-        ok[exact] = accept_draw[exact] < q * scale[exact].to(torch.float32)
-    return ok
+    dev = u.device
+    two_b = 2 * env.bins
+    k = _SPARE_PROPOSALS
+    row = torch.div(slot, two_b, rounding_mode="floor")
+    for _ in range(_MAX_ROUNDS):
+        m = pending.numel()
+        y = torch.empty(m, k, dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
+        y += (row.to(torch.float64) * two_b)[:, None]
+        spare_slot, spare_cand = _propose(env, y.reshape(-1))
+        spare_draw = torch.empty(m * k, dtype=torch.float32, device=dev).uniform_(generator=generator)
+        slots = torch.cat([slot[:, None], spare_slot.view(m, k)], dim=1).view(-1)
+        cands = torch.cat([cand[:, None], spare_cand.view(m, k)], dim=1).view(-1)
+        draws = torch.cat([draw[:, None], spare_draw.view(m, k)], dim=1).view(-1)
+        ok = draws < torch.take(env.slot_squeeze, slots)
+        ok.view(m, k + 1)[:, 0] = False  # the first proposals already failed the squeeze
+        unsure = (~ok).nonzero().squeeze(1)
+        ok[unsure] = _exact_accept(env, slots[unsure], cands[unsure], draws[unsure])
+        ok = ok.view(m, k + 1)
+        settled = ok.any(dim=1)
+        first = ok.to(torch.uint8).argmax(dim=1)  # the first accepted proposal of each value
+        done = settled.nonzero().squeeze(1)
+        u[pending[done]] = cands.view(m, k + 1)[done, first[done]]
+        keep = (~settled).nonzero().squeeze(1)
+        if keep.numel() == 0:
+            return
+        # the values left over start again with a fresh proposal that goes straight to the exact test
+        pending, row = pending[keep], row[keep]
+        y = torch.empty(keep.numel(), dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
+        slot, cand = _propose(env, y.add_(row.to(torch.float64) * two_b))
+        draw = torch.empty(keep.numel(), dtype=torch.float32, device=dev).uniform_(generator=generator)
+        fast = draw < torch.take(env.slot_squeeze, slot)
+        u[pending[fast]] = cand[fast]
+        slow = (~fast).nonzero().squeeze(1)
+        pending, row, slot, cand, draw = pending[slow], row[slow], slot[slow], cand[slow], draw[slow]
+        if pending.numel() == 0:
+            return
+    raise RuntimeError(f"Kac envelope sampler: {pending.numel()} values still rejected after {_MAX_ROUNDS} rounds")
+
+
+class _Scratch(threading.local):
+    """Per-thread CPU work buffers reused from call to call, at most one block (_CHUNK values) each.
+
+    On CPU a fresh multi-MB temporary is mapped anew and costs page faults on first touch, which took
+    about a quarter of the draw's time on the 2-core box; the buffers never leave _draw_block.
+    """
+
+    def __init__(self) -> None:
+        self.buffers: dict[tuple[str, torch.dtype], torch.Tensor] = {}
+
+    def get(self, name: str, n: int, dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+        if device.type != "cpu":  # the CUDA caching allocator already reuses memory
+            return torch.empty(n, dtype=dtype, device=device)
+        buf = self.buffers.get((name, dtype))
+        if buf is None or buf.numel() < n:
+            buf = torch.empty(n, dtype=dtype)
+            self.buffers[(name, dtype)] = buf
+        return buf[:n]
+
+
+_SCRATCH = _Scratch()
 
 
 def _draw_block(
     env: _Envelope,
-    lam: torch.Tensor,
     p_atom: torch.Tensor,
     rows: torch.Tensor,
-    width: int,
+    u_out: torch.Tensor,
+    atom_out: torch.Tensor,
     generator: torch.Generator | None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Draw a block of ``len(rows) × width`` values, row r of the block belonging to envelope row rows[r]."""
+) -> None:
+    """Fill u_out (float32 [R, W]) and atom_out (bool [R, W]), row r belonging to envelope row rows[r]."""
     dev = rows.device
-    two_s = 2 * env.slots
+    two_b = 2 * env.bins
+    n_rows, width = u_out.shape
+    n = n_rows * width
+    f64 = torch.float64
     pa = p_atom[rows][:, None]
     has_atoms = bool((pa > 0).any())
     # One float64 uniform per value: below p_atom it is an atom (its sign from pick < p_atom/2);
-    # above, (pick - p_atom)/(1 - p_atom) is uniform and, scaled by 2S and shifted to the row's slots,
+    # above, (pick - p_atom)/(1 - p_atom) is uniform and, scaled by 2·bins and shifted to the row's slots,
     # its integer part is the slot and its fractional part the position in the bin.
-    pick = torch.empty(rows.numel(), width, dtype=torch.float64, device=dev).uniform_(generator=generator)
-    base = (rows.to(torch.float64) * two_s)[:, None]
+    pick = _SCRATCH.get("pick", n, f64, dev).view(n_rows, width).uniform_(generator=generator)
+    accept_draw = _SCRATCH.get("accept", n, torch.float32, dev).uniform_(generator=generator)
+    y = _SCRATCH.get("y", n, f64, dev).view(n_rows, width)
     if has_atoms:
-        # rows with p_atom = 1 (lam below float64 resolution) are all atoms: give them y = base
+        # the atom test only where an atom is possible (with g = t², most rows have p_atom = 0)
+        atom_rows = (pa[:, 0] > 0).nonzero().squeeze(1)
+        sub = pick.index_select(0, atom_rows)
+        hit = (sub < pa[atom_rows]).nonzero(as_tuple=True)
+        atoms = (atom_rows[hit[0]], hit[1])
+        atom_positive = sub[hit] < 0.5 * pa[atoms[0], 0]
+        atom_out.zero_().index_put_(atoms, torch.tensor(True, device=dev))
+        accept_draw.view(n_rows, width).index_put_(atoms, torch.tensor(-1.0, device=dev))  # atoms pass the squeeze
+        # rows with p_atom = 1 (lam below float64 resolution) are all atoms: their y is clamped to 0
         certain = pa >= 1
-        denom = torch.where(certain, torch.ones_like(pa), 1 - pa)
-        coef = torch.where(certain, torch.zeros_like(pa), two_s / denom)
-        offset = torch.where(certain, base, base - two_s * pa / denom)
-        y = torch.maximum(pick * coef + offset, base)
+        coef = torch.where(certain, torch.zeros_like(pa), two_b / torch.where(certain, torch.ones_like(pa), 1 - pa))
+        torch.addcmul(-pa * coef, pick, coef, out=y).clamp_(0.0, two_b - 2.0**-20)  # rounding may reach 2·bins
     else:
-        y = pick * two_s + base
-    slot_f = y.floor()
-    frac = y - slot_f
-    slot = slot_f.long().clamp_(max=int(base[-1, 0]) + two_s - 1)
-    u = torch.take(env.slot_left, slot) + frac * torch.take(env.slot_width, slot)
-    accept_draw = torch.empty(rows.numel(), width, dtype=torch.float32, device=dev).uniform_(generator=generator)
-    ok = accept_draw < torch.take(env.slot_squeeze, slot)
-    if has_atoms:
-        is_atom = pick < pa
-        ok |= is_atom
-    else:
-        is_atom = torch.zeros_like(ok)
-    u, ok, slot, frac, accept_draw = u.reshape(-1), ok.reshape(-1), slot.reshape(-1), frac.reshape(-1), accept_draw.reshape(-1)
-    unsure = (~ok).nonzero().squeeze(1)
+        atom_out.zero_()
+        torch.mul(pick, two_b, out=y)  # exact (a power of two) and below 2·bins
+    spare = torch.floor(y, out=pick).view(-1)  # pick is free from here on
+    slot = _SCRATCH.get("slot", n, torch.long, dev)
+    slot.view(n_rows, width).copy_(spare.view(n_rows, width)).add_(rows[:, None] * two_b)  # the row's slots
+    frac = y.view(-1).sub_(spare)
+    u64 = torch.take(env.slot_width, slot, out=spare).mul_(frac).add_(torch.take(env.slot_left, slot, out=y.view(-1)))
+    u = u_out.view(-1) if u_out.is_contiguous() else torch.empty(n, dtype=torch.float32, device=dev)
+    u.copy_(u64)  # rounded once to float32
+    squeeze = torch.take(env.slot_squeeze, slot, out=_SCRATCH.get("squeeze", n, torch.float32, dev))
+    unsure = torch.ge(accept_draw, squeeze, out=_SCRATCH.get("flag", n, torch.bool, dev)).nonzero().squeeze(1)
     if unsure.numel():
-        u_uns = u[unsure]
-        ok_uns = _settle(env, lam, slot[unsure], frac[unsure], u_uns, accept_draw[unsure], generator)
-        u[unsure] = u_uns
-        pending = unsure[~ok_uns]
-        pending_slot_row = torch.div(slot[pending], two_s, rounding_mode="floor")
-        for _ in range(_MAX_ROUNDS):
-            if pending.numel() == 0:
-                break
-            m = pending.numel()
-            y = torch.empty(m, dtype=torch.float64, device=dev).uniform_(generator=generator) * two_s
-            y = y + (pending_slot_row.to(torch.float64) * two_s)
-            s_f = y.floor()
-            fr = y - s_f
-            sl = s_f.long()
-            uu = torch.take(env.slot_left, sl) + fr * torch.take(env.slot_width, sl)
-            vv = torch.empty(m, dtype=torch.float32, device=dev).uniform_(generator=generator)
-            ok_p = _settle(env, lam, sl, fr, uu, vv, generator)
-            u[pending[ok_p]] = uu[ok_p]
-            pending = pending[~ok_p]
-            pending_slot_row = pending_slot_row[~ok_p]
-        else:
-            raise RuntimeError(f"Kac envelope sampler: {pending.numel()} values still rejected after {_MAX_ROUNDS} rounds")
+        _settle(env, u, unsure, slot[unsure], u[unsure], accept_draw[unsure], generator)
+    if not u_out.is_contiguous():
+        u_out.copy_(u.view(n_rows, width))
     # a continuous draw within 2^-25 of the front would round to exactly ±1 in float32, i.e. onto an
     # atom; keep it strictly inside
-    u = u.to(torch.float32).clamp_(-_BELOW_ONE, _BELOW_ONE).reshape(rows.numel(), width)
-    if has_atoms:
-        u = torch.where(is_atom, torch.where(pick < 0.5 * pa, 1.0, -1.0).to(torch.float32), u)
-    return u, is_atom
+    u_out.clamp_(-_BELOW_ONE, _BELOW_ONE)
+    if has_atoms and atoms[0].numel():
+        u_out.index_put_(atoms, atom_positive.to(torch.float32) * 2 - 1)
 
 
 def sample_kac_unit(
@@ -285,9 +357,7 @@ def sample_kac_unit(
     # lam = 0 (s = 0) is a single atom at 0: p_atom = 1 and the envelope row is never used
     p_atom = torch.exp(-lam64)
     p_atom = torch.where(p_atom > 2.0**-60, p_atom, torch.zeros_like(p_atom))  # below that, no atom is representable
-    env = _build_envelope(lam64.clamp_min(1e-12), _body_bins(per_row))
-    # Work in cache-sized blocks: elementwise passes over 100 MB arrays are memory-bound on CPU, and the
-    # same passes over ~2 MB pieces run several times faster (5.5x measured on the 2-core box).
+    env = _build_envelope(lam64.clamp_min(1e-12), _bins_for(per_row))
     rows_per_block = max(1, _CHUNK // per_row)
     piece = min(per_row, _CHUNK)
     for r0 in range(0, n_rows, rows_per_block):
@@ -295,7 +365,7 @@ def sample_kac_unit(
         rows = torch.arange(r0, r1, device=dev)
         for c0 in range(0, per_row, piece):
             c1 = min(per_row, c0 + piece)
-            u[r0:r1, c0:c1], is_atom[r0:r1, c0:c1] = _draw_block(env, lam64, p_atom, rows, c1 - c0, generator)
+            _draw_block(env, p_atom, rows, u[r0:r1, c0:c1], is_atom[r0:r1, c0:c1], generator)
     return u.reshape(shape), is_atom.reshape(shape)
 
 

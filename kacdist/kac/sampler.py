@@ -73,50 +73,55 @@ def _bins_for(values_per_row: int) -> int:
 
 
 def _fine_grid_limit(lam: torch.Tensor) -> torch.Tensor:
-    return torch.clamp(_FINE_GRID_SDS / torch.sqrt(lam), max=1.0)
+    """u_hi = (1 + (lam/S²)²)^(-1/4), S = _FINE_GRID_SDS: about S standard deviations (S/sqrt(lam)) for large
+    lam, just below 1 for small lam, smooth in between, so that knot rows interpolate well in lam."""
+    return torch.pow(1 + torch.square(lam / _FINE_GRID_SDS**2), -0.25)
 
 
 def _equal_area_knots(lam: torch.Tensor, bins: int) -> np.ndarray:
-    """Knots 0 = k_0 < ... < k_bins = 1 (in units of the fine-grid limit) with equal q(k_i)·(k_{i+1} - k_i).
+    """Interior knots k_1 ≤ ... ≤ k_{bins-1} in x = u/u_hi, with equal q(k_i)·(k_{i+1} - k_i) per bin.
 
-    For each lam of the grid, the smallest area A whose chain k_{i+1} = k_i + A/q(k_i) reaches the end
-    within ``bins`` steps, found by bisection; q is interpolated on a fine grid (only speed depends on it).
+    The chain k_{i+1} = k_i + A/q(k_i) runs from x = 0 to x = 1 in bins - 1 steps; the last bin is
+    [u_hi, 1] in u, on which the density is negligible (below e^-128 of its peak for large lam, a sliver
+    next to the front for small lam), so it adds nothing to the area whatever lam, also past the end of the
+    grid, and every row has the same structure, so rows interpolate. For each lam, A
+    is the smallest area whose chain arrives in time (bisection); q is interpolated on a fine grid, which
+    only steers the speed.
     """
     rows = lam.shape[0]
     x = torch.linspace(0.0, 1.0, _FINE_GRID_POINTS, dtype=torch.float64)
     u_hi = _fine_grid_limit(lam)
-    q = unit_ac_density_unnormalised(u_hi[:, None] * x[None, :], lam[:, None])
-    # density in the normalised coordinate x = u/u_hi, scaled to unit mass on [0, 1]
-    q = q * u_hi[:, None]
-    q = (q / torch.trapezoid(q, x, dim=1)[:, None]).numpy()
+    q = unit_ac_density_unnormalised(u_hi[:, None] * x[None, :], lam[:, None]) * u_hi[:, None]
+    q = (q / torch.trapezoid(q, x, dim=1)[:, None]).numpy()  # density of x, unit mass on [0, 1]
     last = _FINE_GRID_POINTS - 1
     idx = np.arange(rows)
-    end = (1.0 / u_hi).numpy()  # u = 1; past x = 1 the density counts as 0, so one bin reaches it
 
     def chain(area: np.ndarray) -> np.ndarray:
-        k = np.zeros((rows, bins + 1))
-        for i in range(bins):
-            pos = np.minimum(k[:, i], 1.0) * last
+        k = np.zeros((rows, bins))
+        for i in range(bins - 1):
+            pos = k[:, i] * last
             j = np.minimum(pos.astype(np.int64), last - 1)
             f = pos - j
-            qk = np.where(k[:, i] >= 1.0, 0.0, q[idx, j] * (1 - f) + q[idx, j + 1] * f)
-            k[:, i + 1] = np.minimum(k[:, i] + area / np.maximum(qk, 1e-300), end)
+            qk = q[idx, j] * (1 - f) + q[idx, j + 1] * f
+            k[:, i + 1] = np.minimum(k[:, i] + area / np.maximum(qk, 1e-300), 1.0)
         return k
+
+    def arrives(area: np.ndarray) -> np.ndarray:
+        return chain(area)[:, bins - 1] >= 1.0
 
     lo = np.full(rows, 1.0 / bins)  # the envelope's area is at least the mass: never enough
     hi = np.full(rows, 2.0 / bins)
     for _ in range(64):
-        short = chain(hi)[:, -1] < end
+        short = ~arrives(hi)
         if not short.any():
             break
         lo = np.where(short, hi, lo)
         hi = np.where(short, 2 * hi, hi)
     for _ in range(30):
         mid = 0.5 * (lo + hi)
-        ok = chain(mid)[:, -1] >= end
+        ok = arrives(mid)
         hi, lo = np.where(ok, mid, hi), np.where(ok, lo, mid)
-    k = chain(hi)
-    return k
+    return chain(hi)[:, 1:]
 
 
 @functools.lru_cache(maxsize=16)
@@ -124,7 +129,7 @@ def _knot_table(bins: int, device: torch.device) -> torch.Tensor:
     lo, hi = _KNOT_GRID_LOG2
     count = int(round((hi - lo) * _KNOT_GRID_PER_OCTAVE)) + 1
     lam = torch.pow(2.0, torch.linspace(lo, hi, count, dtype=torch.float64))
-    return torch.from_numpy(_equal_area_knots(lam, bins)[:, 1:-1]).to(device)  # interior knots only
+    return torch.from_numpy(_equal_area_knots(lam, bins)).to(device)
 
 
 def _knots(lam: torch.Tensor, bins: int) -> torch.Tensor:

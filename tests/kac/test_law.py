@@ -15,10 +15,12 @@ import torch
 from scipy import integrate, special, stats
 
 from kacdist.kac.law import (
+    FAST_DENSITY_REL_ERROR,
     bessel_front_term,
     kac_ac_density,
     kac_atom_mass,
     kac_variance,
+    unit_ac_density_fast,
     unit_ac_density_unnormalised,
 )
 from kacdist.kac.sampler import sample_kac
@@ -235,6 +237,31 @@ def test_bessel_front_term_matches_scipy():
     got32 = bessel_front_term(torch.tensor(z32, dtype=torch.float32)).double().numpy()
     np.testing.assert_allclose(got32, exp32, rtol=1e-6)
     assert float(bessel_front_term(torch.tensor([0.0], **T64))[0]) == 2.0
+
+
+def test_fast_unit_density_within_its_stated_error_of_scipy():
+    """unit_ac_density_fast (Hankel series where z = lam·rho ≥ 30) against scipy's scaled Bessel functions in
+    float64, on u ∈ [0, 1] (dense near the front) and lam from 1e-6 to 3e4: relative error below
+    FAST_DENSITY_REL_ERROR wherever the density is a normal float64, and the float32 form within 5e-5."""
+    u = np.unique(np.concatenate([np.linspace(0.0, 1.0, 2001), 1 - np.logspace(-12, -1, 200)]))
+    lam = np.logspace(-6, np.log10(3e4), 61)
+    uu, ll = np.meshgrid(u, lam)
+    rho = np.sqrt((1 - uu) * (1 + uu))
+    z = ll * rho
+    zs = np.where(z > 0, z, 1.0)
+    i1_over_z = np.where(z > 0, special.ive(1, zs) / zs, 0.5)
+    expected = np.exp(-ll * uu * uu / (1 + rho)) * (special.ive(0, z) + ll * i1_over_z)
+    got = unit_ac_density_fast(torch.tensor(uu, **T64), torch.tensor(ll, **T64)).numpy()
+    normal = expected > 1e-290
+    rel = np.abs(got[normal] - expected[normal]) / expected[normal]
+    assert rel.max() < FAST_DENSITY_REL_ERROR, f"max relative error {rel.max():.2e}"
+    assert np.all(got[~normal] <= 1e-280)
+    got32 = unit_ac_density_fast(torch.tensor(uu, dtype=torch.float32), torch.tensor(ll, dtype=torch.float32)).double().numpy()
+    # float32: compare with the float64 value at the float32 inputs; the exponent's rounding dominates
+    u32, l32 = uu.astype(np.float32).astype(np.float64), ll.astype(np.float32).astype(np.float64)
+    ref32 = unit_ac_density_fast(torch.tensor(u32, **T64), torch.tensor(l32, **T64)).numpy()
+    ok = ref32 > 1e-30
+    assert (np.abs(got32[ok] - ref32[ok]) / ref32[ok]).max() < 5e-5
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -345,3 +345,51 @@ def test_sample_kac_unit_refuses_bad_input():
         sample_kac_unit(torch.tensor([1.0, 2.0]), (3, 4))
     with pytest.raises(ValueError, match=r"unknown Kac sampler"):
         sample_kac_unit(torch.tensor([1.0]), (1, 4), method="table")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 7. The envelope itself (what makes the default sampler exact) and its work buffers
+# ---------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("bins", [64, 128, 256])
+def test_envelope_bounds_and_squeezes_the_density_on_every_bin(bins):
+    """For lam = 1e-8 … 1e6 (inside and outside the cached knot grid): knots rise from 0 to 1; on every bin
+    the acceptance probability q(u)·width/A, with q the float64 Bessel density, never exceeds 1 (the
+    envelope bounds the density) and never falls below the squeeze; and the envelope wastes little:
+    mass / (bins·A) ≥ 0.9 (speed only, but a regression here would show as a slow sampler)."""
+    from kacdist.kac import sampler as S
+    from kacdist.kac.law import unit_ac_density_unnormalised
+
+    lam = torch.logspace(-8, 6, 85, dtype=torch.float64)  # 6 per decade, past both ends of the knot grid
+    env = S._build_envelope(lam, bins)
+    per_row = 2 * bins
+    left = env.slot_left.view(len(lam), per_row)[:, :bins]
+    width = env.slot_width.view(len(lam), per_row)[:, :bins]
+    scale = env.slot_scale.view(len(lam), per_row)[:, :bins].double()
+    squeeze = env.slot_squeeze.view(len(lam), per_row)[:, :bins].double()
+    knots = torch.cat([left, (left + width)[:, -1:]], dim=1)
+    assert torch.all(knots[:, 0] == 0) and torch.all(knots[:, -1] == 1)
+    assert torch.all(width >= 0)
+    frac = torch.linspace(0.0, 1.0, 41, dtype=torch.float64)
+    u = (left[:, :, None] + frac * width[:, :, None]).clamp(max=1 - 1e-16)
+    q = unit_ac_density_unnormalised(u, lam[:, None, None])
+    accept = q * scale[:, :, None]
+    assert float(accept.max()) <= 1 + 1e-6, f"envelope below the density: max acceptance {float(accept.max()):.8f}"
+    slack = (squeeze[:, :, None] - accept).max()
+    assert float(slack) <= 1e-6, f"squeeze above the density by {float(slack):.2e}"
+    area = torch.where(width > 0, width / scale, 0.0).amax(dim=1)  # A, from the bins with width > 0
+    mass = -torch.expm1(-lam) / lam  # ∫ q over [0, 1)
+    efficiency = mass / (bins * area)
+    assert float(efficiency.min()) >= 0.9, f"envelope efficiency {efficiency.tolist()}"
+
+
+def test_work_buffers_never_alias_returned_draws():
+    """The sampler reuses per-thread work buffers between calls: earlier results must stay untouched."""
+    gen = torch.Generator().manual_seed(5)
+    lam = torch.tensor([0.3, 4.0, 90.0], dtype=torch.float64)
+    u1, a1 = sample_kac_unit(lam, (3, 5000), generator=gen)
+    kept_u, kept_a = u1.clone(), a1.clone()
+    for shape in [(3, 5000), (3, 7000), (3, 100)]:
+        sample_kac_unit(lam, shape, generator=gen)
+    assert torch.equal(u1, kept_u) and torch.equal(a1, kept_a)

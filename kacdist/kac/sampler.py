@@ -59,10 +59,10 @@ _BELOW_ONE = 1.0 - 2.0**-24  # the largest float32 below 1
 class _Envelope:
     """Flattened per-row tables, 2·bins slots per row: bins for u ≥ 0, then their mirror images."""
 
-    slot_left: torch.Tensor  # float64 signed left edge of the bin (a float32 number: the knots are rounded)
-    slot_width: torch.Tensor  # float64 signed width
-    slot_squeeze: torch.Tensor  # float32 q(right)·width/A rounded down: V below it is accepted at once
-    slot_scale: torch.Tensor  # float32 width/A rounded up: accept iff V < q(|u|)·scale
+    slot_left: torch.Tensor  # float32 signed left edge of the bin (exact: the knots are float32 numbers)
+    slot_width: torch.Tensor  # float32 signed width
+    slot_squeeze: torch.Tensor  # int32 floor(q(right)·width/A·2^31): V_int below it is accepted at once
+    slot_scale: torch.Tensor  # float64 width/A: accept iff V < q(|u|)·scale, V = V_int·2^-31
     lam32: torch.Tensor  # float32 lam per row, for the exact test
     bins: int
 
@@ -144,18 +144,6 @@ def _knots(lam: torch.Tensor, bins: int) -> torch.Tensor:
     return torch.cat([zeros, interior, torch.ones_like(zeros)], dim=1)
 
 
-def _round_down_f32(x: torch.Tensor) -> torch.Tensor:
-    """float32 copy that never exceeds x, so a squeeze threshold stays a lower bound."""
-    y = x.to(torch.float32)
-    return torch.where(y.to(torch.float64) > x, torch.nextafter(y, torch.full_like(y, -1.0)), y)
-
-
-def _round_up_f32(x: torch.Tensor) -> torch.Tensor:
-    """float32 copy that is never below x, so an acceptance scale never shrinks."""
-    y = x.to(torch.float32)
-    return torch.where(y.to(torch.float64) < x, torch.nextafter(y, torch.full_like(y, 2.0)), y)
-
-
 def _build_envelope(lam: torch.Tensor, bins: int) -> _Envelope:
     """Envelope tables for rows with lam > 0 (float64 [R])."""
     # knots rounded to float32 so that a bin's left edge is exactly representable in the output dtype
@@ -166,9 +154,9 @@ def _build_envelope(lam: torch.Tensor, bins: int) -> _Envelope:
     width = knots[:, 1:] - knots[:, :-1]
     area = (q[:, :-1] * (1 + FAST_DENSITY_REL_ERROR) * width).amax(dim=1, keepdim=True)
     scale = width / area  # every bin is picked with the same probability: its envelope is A, not its area
-    squeeze = _round_down_f32(q[:, 1:] * (1 - FAST_DENSITY_REL_ERROR) * scale)
-    scale = _round_up_f32(scale)
-    left = knots[:, :-1]
+    squeeze = torch.floor(q[:, 1:] * (1 - FAST_DENSITY_REL_ERROR) * scale * 2.0**31).clamp_(0, 2**31 - 1).to(torch.int32)
+    left = knots[:, :-1].to(torch.float32)
+    width = width.to(torch.float32)
     return _Envelope(
         slot_left=torch.cat([left, -left], dim=1).reshape(-1),
         slot_width=torch.cat([width, -width], dim=1).reshape(-1),
@@ -179,23 +167,28 @@ def _build_envelope(lam: torch.Tensor, bins: int) -> _Envelope:
     )
 
 
-def _exact_accept(env: _Envelope, slot: torch.Tensor, u: torch.Tensor, accept_draw: torch.Tensor) -> torch.Tensor:
-    """The acceptance test V < q(|u|)·width/A for proposals the squeeze did not settle.
+def _exact_accept(env: _Envelope, slot: torch.Tensor, u: torch.Tensor, accept_int: torch.Tensor) -> torch.Tensor:
+    """The acceptance test V < q(|u|)·width/A, V = V_int·2^-31, for proposals the squeeze did not settle.
 
     float32 for q: its relative error is about 1e-5 at lam = 1e4 (the rounding of the exponent
     lam·u²/(1 + rho)) and far less at the usual lam.
     """
     row = torch.div(slot, 2 * env.bins, rounding_mode="floor")
     q = unit_ac_density_fast(u.abs(), env.lam32[row])
-    return accept_draw < q * torch.take(env.slot_scale, slot)
+    return accept_int.to(torch.float64) * 2.0**-31 < q * torch.take(env.slot_scale, slot)
 
 
 def _propose(env: _Envelope, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """From y = slot + position in [0, 1) (float64 ≥ 0): the slot (long) and u = left + position·width."""
     slot_f = y.floor()
     slot = slot_f.long()
-    cand = torch.take(env.slot_left, slot).addcmul_(y.sub_(slot_f), torch.take(env.slot_width, slot))
-    return slot, cand.to(torch.float32)
+    cand = torch.take(env.slot_left, slot).addcmul_(y.sub_(slot_f).to(torch.float32), torch.take(env.slot_width, slot))
+    return slot, cand
+
+
+def _draw_int(shape: tuple[int, ...], device: torch.device, generator: torch.Generator | None) -> torch.Tensor:
+    """31 random bits per value (int32 in [0, 2^31)): the acceptance uniform V = V_int·2^-31."""
+    return torch.empty(shape, dtype=torch.int32, device=device).random_(generator=generator)
 
 
 def _settle(
@@ -221,7 +214,7 @@ def _settle(
         y = torch.empty(m, k, dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
         y += (row.to(torch.float64) * two_b)[:, None]
         spare_slot, spare_cand = _propose(env, y.reshape(-1))
-        spare_draw = torch.empty(m * k, dtype=torch.float32, device=dev).uniform_(generator=generator)
+        spare_draw = _draw_int((m * k,), dev, generator)
         slots = torch.cat([slot[:, None], spare_slot.view(m, k)], dim=1).view(-1)
         cands = torch.cat([cand[:, None], spare_cand.view(m, k)], dim=1).view(-1)
         draws = torch.cat([draw[:, None], spare_draw.view(m, k)], dim=1).view(-1)
@@ -241,7 +234,7 @@ def _settle(
         pending, row = pending[keep], row[keep]
         y = torch.empty(keep.numel(), dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
         slot, cand = _propose(env, y.add_(row.to(torch.float64) * two_b))
-        draw = torch.empty(keep.numel(), dtype=torch.float32, device=dev).uniform_(generator=generator)
+        draw = _draw_int((keep.numel(),), dev, generator)
         fast = draw < torch.take(env.slot_squeeze, slot)
         u[pending[fast]] = cand[fast]
         slow = (~fast).nonzero().squeeze(1)
@@ -294,17 +287,23 @@ def _draw_block(
     # above, (pick - p_atom)/(1 - p_atom) is uniform and, scaled by 2·bins and shifted to the row's slots,
     # its integer part is the slot and its fractional part the position in the bin.
     pick = _SCRATCH.get("pick", n, f64, dev).view(n_rows, width).uniform_(generator=generator)
-    accept_draw = _SCRATCH.get("accept", n, torch.float32, dev).uniform_(generator=generator)
+    # the acceptance uniform as 31 random bits, V = V_int·2^-31: the squeeze test is then an integer
+    # comparison, and an int32 draw costs two thirds of a float32 one
+    accept_int = _SCRATCH.get("accept", n, torch.int32, dev).random_(generator=generator)
     y = _SCRATCH.get("y", n, f64, dev).view(n_rows, width)
     if has_atoms:
         # the atom test only where an atom is possible (with g = t², most rows have p_atom = 0)
         atom_rows = (pa[:, 0] > 0).nonzero().squeeze(1)
-        sub = pick.index_select(0, atom_rows)
-        hit = (sub < pa[atom_rows]).nonzero(as_tuple=True)
-        atoms = (atom_rows[hit[0]], hit[1])
+        if atom_rows.numel() == n_rows:
+            sub, hit = pick, (pick < pa).nonzero(as_tuple=True)
+            atoms = hit
+        else:
+            sub = pick.index_select(0, atom_rows)
+            hit = (sub < pa[atom_rows]).nonzero(as_tuple=True)
+            atoms = (atom_rows[hit[0]], hit[1])
         atom_positive = sub[hit] < 0.5 * pa[atoms[0], 0]
         atom_out.zero_().index_put_(atoms, torch.tensor(True, device=dev))
-        accept_draw.view(n_rows, width).index_put_(atoms, torch.tensor(-1.0, device=dev))  # atoms pass the squeeze
+        accept_int.view(n_rows, width).index_put_(atoms, torch.tensor(-1, dtype=torch.int32, device=dev))  # atoms pass the squeeze
         # rows with p_atom = 1 (lam below float64 resolution) are all atoms: their y is clamped to 0
         certain = pa >= 1
         coef = torch.where(certain, torch.zeros_like(pa), two_b / torch.where(certain, torch.ones_like(pa), 1 - pa))
@@ -315,14 +314,14 @@ def _draw_block(
     spare = torch.floor(y, out=pick).view(-1)  # pick is free from here on
     slot = _SCRATCH.get("slot", n, torch.long, dev)
     slot.view(n_rows, width).copy_(spare.view(n_rows, width)).add_(rows[:, None] * two_b)  # the row's slots
-    frac = y.view(-1).sub_(spare)
-    u64 = torch.take(env.slot_width, slot, out=spare).mul_(frac).add_(torch.take(env.slot_left, slot, out=y.view(-1)))
+    frac = torch.sub(y.view(-1), spare, out=_SCRATCH.get("frac", n, torch.float32, dev))
+    # u = left + frac·width in float32 (within an ulp of the bin: below the float32 exact test's error)
     u = u_out.view(-1) if u_out.is_contiguous() else torch.empty(n, dtype=torch.float32, device=dev)
-    u.copy_(u64)  # rounded once to float32
-    squeeze = torch.take(env.slot_squeeze, slot, out=_SCRATCH.get("squeeze", n, torch.float32, dev))
-    unsure = torch.ge(accept_draw, squeeze, out=_SCRATCH.get("flag", n, torch.bool, dev)).nonzero().squeeze(1)
+    torch.take(env.slot_left, slot, out=u).addcmul_(frac, torch.take(env.slot_width, slot, out=_SCRATCH.get("width", n, torch.float32, dev)))
+    squeeze = torch.take(env.slot_squeeze, slot, out=_SCRATCH.get("squeeze", n, torch.int32, dev))
+    unsure = torch.ge(accept_int, squeeze, out=_SCRATCH.get("flag", n, torch.bool, dev)).nonzero().squeeze(1)
     if unsure.numel():
-        _settle(env, u, unsure, slot[unsure], u[unsure], accept_draw[unsure], generator)
+        _settle(env, u, unsure, slot[unsure], u[unsure], accept_int[unsure], generator)
     if not u_out.is_contiguous():
         u_out.copy_(u.view(n_rows, width))
     # a continuous draw within 2^-25 of the front would round to exactly ±1 in float32, i.e. onto an
@@ -361,7 +360,8 @@ def sample_kac_unit(
         return u.reshape(shape), is_atom.reshape(shape)
     # lam = 0 (s = 0) is a single atom at 0: p_atom = 1 and the envelope row is never used
     p_atom = torch.exp(-lam64)
-    p_atom = torch.where(p_atom > 2.0**-60, p_atom, torch.zeros_like(p_atom))  # below that, no atom is representable
+    # the float64 pick resolves probabilities down to 2^-53: rows below that have no atom (mass < 1.1e-16)
+    p_atom = torch.where(p_atom >= 2.0**-53, p_atom, torch.zeros_like(p_atom))
     env = _build_envelope(lam64.clamp_min(1e-12), _bins_for(per_row))
     rows_per_block = max(1, _CHUNK // per_row)
     piece = min(per_row, _CHUNK)

@@ -364,10 +364,13 @@ def test_envelope_bounds_and_squeezes_the_density_on_every_bin(bins):
     lam = torch.logspace(-8, 6, 85, dtype=torch.float64)  # 6 per decade, past both ends of the knot grid
     env = S._build_envelope(lam, bins)
     per_row = 2 * bins
-    left = env.slot_left.view(len(lam), per_row)[:, :bins]
-    width = env.slot_width.view(len(lam), per_row)[:, :bins]
-    scale = env.slot_scale.view(len(lam), per_row)[:, :bins].double()
-    squeeze = env.slot_squeeze.view(len(lam), per_row)[:, :bins].double()
+    left = env.slot_left.view(len(lam), per_row)[:, :bins].double()
+    right = left + env.slot_width.view(len(lam), per_row)[:, :bins].double()
+    right[:, :-1] = left[:, 1:]  # the float32 width is rounded; the bin ends where the next one starts
+    right[:, -1] = 1.0
+    width = right - left
+    scale = env.slot_scale.view(len(lam), per_row)[:, :bins]
+    squeeze = env.slot_squeeze.view(len(lam), per_row)[:, :bins].double() * 2.0**-31
     knots = torch.cat([left, (left + width)[:, -1:]], dim=1)
     assert torch.all(knots[:, 0] == 0) and torch.all(knots[:, -1] == 1)
     assert torch.all(width >= 0)

@@ -275,13 +275,14 @@ def _draw_block(
     atom_out: torch.Tensor,
     generator: torch.Generator | None,
 ) -> None:
-    """Fill u_out (float32 [R, W]) and atom_out (bool [R, W]), row r belonging to envelope row rows[r]."""
+    """Fill u_out (float32 [R, W]) and atom_out (bool [R, W]): row r has atom mass p_atom[r] and envelope
+    row rows[r]."""
     dev = rows.device
     two_b = 2 * env.bins
     n_rows, width = u_out.shape
     n = n_rows * width
     f64 = torch.float64
-    pa = p_atom[rows][:, None]
+    pa = p_atom[:, None]
     has_atoms = bool((pa > 0).any())
     # One float64 uniform per value: below p_atom it is an atom (its sign from pick < p_atom/2);
     # above, (pick - p_atom)/(1 - p_atom) is uniform and, scaled by 2·bins and shifted to the row's slots,
@@ -314,7 +315,7 @@ def _draw_block(
     spare = torch.floor(y, out=pick).view(-1)  # pick is free from here on
     slot = _SCRATCH.get("slot", n, torch.long, dev)
     slot.view(n_rows, width).copy_(spare.view(n_rows, width)).add_(rows[:, None] * two_b)  # the row's slots
-    frac = torch.sub(y.view(-1), spare, out=_SCRATCH.get("frac", n, torch.float32, dev))
+    frac = _SCRATCH.get("frac", n, torch.float32, dev).copy_(y.view(-1).sub_(spare))  # (a float64 → float32 sub is slower)
     # u = left + frac·width in float32 (within an ulp of the bin: below the float32 exact test's error)
     u = u_out.view(-1) if u_out.is_contiguous() else torch.empty(n, dtype=torch.float32, device=dev)
     torch.take(env.slot_left, slot, out=u).addcmul_(frac, torch.take(env.slot_width, slot, out=_SCRATCH.get("width", n, torch.float32, dev)))
@@ -362,15 +363,16 @@ def sample_kac_unit(
     p_atom = torch.exp(-lam64)
     # the float64 pick resolves probabilities down to 2^-53: rows below that have no atom (mass < 1.1e-16)
     p_atom = torch.where(p_atom >= 2.0**-53, p_atom, torch.zeros_like(p_atom))
-    env = _build_envelope(lam64.clamp_min(1e-12), _bins_for(per_row))
+    # one envelope row per distinct lam (the prior at t = 1 has a single one for the whole batch)
+    distinct, env_row = torch.unique(lam64, return_inverse=True)
+    env = _build_envelope(distinct.clamp_min(1e-12), _bins_for(per_row))
     rows_per_block = max(1, _CHUNK // per_row)
     piece = min(per_row, _CHUNK)
     for r0 in range(0, n_rows, rows_per_block):
         r1 = min(n_rows, r0 + rows_per_block)
-        rows = torch.arange(r0, r1, device=dev)
         for c0 in range(0, per_row, piece):
             c1 = min(per_row, c0 + piece)
-            _draw_block(env, p_atom, rows, u[r0:r1, c0:c1], is_atom[r0:r1, c0:c1], generator)
+            _draw_block(env, p_atom[r0:r1], env_row[r0:r1], u[r0:r1, c0:c1], is_atom[r0:r1, c0:c1], generator)
     return u.reshape(shape), is_atom.reshape(shape)
 
 

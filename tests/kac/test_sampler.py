@@ -396,3 +396,18 @@ def test_work_buffers_never_alias_returned_draws():
     for shape in [(3, 5000), (3, 7000), (3, 100)]:
         sample_kac_unit(lam, shape, generator=gen)
     assert torch.equal(u1, kept_u) and torch.equal(a1, kept_a)
+
+
+def test_rows_with_the_same_time_share_an_envelope_and_keep_their_law():
+    """Rows with equal lam use one envelope row (the prior's case): interleaved rows lam = 2, 50, 2, 50, 0.5
+    each match Var u = (lam - (1 - e^{-2 lam})/2)/lam² within 4.5 standard errors, and equal-lam rows agree
+    with each other (two-sample KS, p > 1e-3)."""
+    lam = torch.tensor([2.0, 50.0, 2.0, 50.0, 0.5], dtype=torch.float64)
+    n = 40_000
+    u, _ = sample_kac_unit(lam, (lam.numel(), n), generator=torch.Generator().manual_seed(71))
+    u64 = u.double().numpy()
+    for row, lv in enumerate(lam.tolist()):
+        var = ref.unit_variance(lv)
+        se = math.sqrt(max(ref.unit_moment(lv, 4) - var * var, 0.0) / n)
+        assert abs(float(np.mean(u64[row] ** 2)) - var) <= 4.5 * se, f"row {row} (lam={lv:g})"
+    assert stats.ks_2samp(u64[0], u64[2]).pvalue > P_MIN and stats.ks_2samp(u64[1], u64[3]).pvalue > P_MIN

@@ -415,4 +415,4 @@ def sample_kac(
     check_nonnegative_times(s, "s")
     u, is_atom = sample_kac_unit(a * s, shape, generator=generator, method=method)
     front = (c * s.to(torch.float32)).reshape((shape[0],) + (1,) * (len(shape) - 1))
-    return u * front, is_atom
+    return u.mul_(front), is_atom  # u is ours: scale it in place

@@ -82,6 +82,9 @@ class SampleConfig:
     use_ema: bool = True
     checkpoint: str = ""  # empty: the latest checkpoint of sample.source
     source: str = "teacher"  # the stage whose EMA weights are sampled: teacher or distill-<T>-<S>[-<tag>]
+    # a DistillKac student (a checkpoint with a "distill" record) is sampled as it was trained: Euler, its
+    # own step count, w = 1; false keeps integrator/steps/guidance as given (experiments off its grid)
+    as_trained: bool = True
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """stage=sample: images from the teacher (or any stage, ``sample.source=distill-20-4``) with a chosen
-integrator, step count and guidance. A DistillKac student is sampled as it was trained: Euler on its own
-grid with w = 1 (its conditional velocity already carries the teacher's guidance).
+integrator, step count and guidance. A DistillKac student — any checkpoint carrying a "distill" record,
+also one passed as ``sample.checkpoint`` — is sampled as it was trained: Euler on its own grid with w = 1
+(its conditional velocity already carries the teacher's guidance), unless ``sample.as_trained=false``.
 
 Writes runs/<run>/sample/[<source>-]<integrator>-<steps>-w<guidance>.{png,npz,json}: the grid, the uint8 images with
 their labels and seeds, and the throughput (images/s, NFE per image).
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -36,6 +38,15 @@ def run_sample(cfg: RunConfig) -> dict:
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
     model, ckpt = load_teacher(cfg, device, sc.use_ema, sc.checkpoint, sc.source)
+    student = torch.load(ckpt, map_location="cpu", weights_only=True).get("distill")
+    if student and sc.as_trained:
+        as_trained = {"integrator": "euler", "steps": int(student["student_steps"]), "guidance": 1.0}
+        changed = {k: (getattr(sc, k), v) for k, v in as_trained.items() if getattr(sc, k) != v}
+        if changed:
+            log.info("%s is a %d-step DistillKac student: sampled as trained (%s); sample.as_trained=false keeps "
+                     "the settings given", ckpt, as_trained["steps"],
+                     ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items()))
+        sc = replace(sc, **as_trained)
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     seeds = [sc.seed * 1_000_003 + i for i in range(sc.num_images)]
@@ -54,6 +65,7 @@ def run_sample(cfg: RunConfig) -> dict:
     summary = {
         "checkpoint": str(ckpt),
         "source": sc.source,
+        "student": student or None,
         "integrator": sc.integrator,
         "steps": sc.steps,
         "guidance": sc.guidance,

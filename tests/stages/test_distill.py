@@ -93,3 +93,22 @@ def test_velocity_norm_is_logged_per_time_bin_against_the_bound(ladder_run):
         # a 1-step student is only ever evaluated at t = 1: the last bin alone is filled
         assert r["velocity_l2_bin9"] > 0
         assert all(r[f"velocity_l2_bin{i}"] is None for i in range(9))
+
+
+def test_stage_sample_samples_a_student_as_trained_unless_told_otherwise(ladder_run):
+    """stage=sample on a student (by stage name, or by checkpoint path) reads its distill record: Euler, its own
+    step count, w = 1, whatever sample.* says; sample.as_trained=false keeps the settings given."""
+    from kacdist.stages.sample import run_sample
+
+    tmp_path, _, _, results = ladder_run
+    root = tmp_path / "runs" / "digits" / "sample"
+    given = ["stage=sample", "sample.integrator=ab2", "sample.steps=4", "sample.guidance=1.2"]
+    by_name = run_sample(load_config(given + _args(tmp_path) + ["sample.source=distill-4-2"]))
+    assert (by_name["integrator"], by_name["steps"], by_name["guidance"], by_name["nfe_per_image"]) == ("euler", 2, 1.0, 2)
+    assert by_name["student"]["student_steps"] == 2 and (root / "distill-4-2-euler-2-w1.npz").exists()
+    by_path = run_sample(load_config(given + _args(tmp_path) + [f"sample.checkpoint={results[1].checkpoint}"]))
+    assert (by_path["integrator"], by_path["steps"], by_path["guidance"]) == ("euler", 1, 1.0)
+    kept = run_sample(load_config(given + _args(tmp_path) + ["sample.source=distill-4-2", "sample.as_trained=false"]))
+    assert (kept["integrator"], kept["steps"], kept["guidance"]) == ("ab2", 4, 1.2)
+    teacher = run_sample(load_config(given + _args(tmp_path)))
+    assert (teacher["integrator"], teacher["steps"], teacher["guidance"], teacher["student"]) == ("ab2", 4, 1.2, None)

@@ -124,7 +124,11 @@ class EvalConfig:
     steps: List[int] = field(default_factory=lambda: [100, 50, 20, 10, 4, 2, 1])
     guidance: List[float] = field(default_factory=lambda: [1.2, 0.0])
     seeds: List[int] = field(default_factory=lambda: [0])
-    inception: bool = False  # the standard FID InceptionV3 (slow on CPU); the classifier FD is always computed
+    inception: bool = False  # digits: add the standard Inception FID (slow on CPU) beside the classifier FD
+    # dataset.source=shards (Inception FID): the reference statistics are those of the first reference_images
+    # images in shard order (50,000 for FID@50k; cached per name, count and model fingerprint); the next
+    # num_samples real images give the real-vs-real floor
+    reference_images: int = 10_000
     after_teacher: bool = False  # stage=teacher runs this evaluation when training has finished
     students: bool = True  # also evaluate every finished distill-* stage of the run (Euler on its own grid, w = 1)
     after_ladder: bool = False  # stage=ladder runs this evaluation when the last stage has finished

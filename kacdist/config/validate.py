@@ -99,6 +99,7 @@ def validate_config(cfg: RunConfig) -> None:
     _validate_distill(cfg)
     e = cfg.eval
     _positive("eval.num_samples", e.num_samples)
+    _positive("eval.reference_images", e.reference_images)
     for name in e.integrators:
         _choice("eval.integrators[]", name, INTEGRATORS)
     for steps in e.steps:

@@ -1,12 +1,24 @@
-"""stage=eval: sample quality against NFE — classifier Fréchet distance (FD), class-conditional accuracy
-and class histogram for each (integrator, steps, guidance, seed), plus the real-vs-real FD floor.
+"""stage=eval: sample quality against NFE for each (integrator, steps, guidance, seed), every finished
+DistillKac student, and the real-vs-real floor.
 
-Protocol (digits): the 1,797 digits are split into two halves by index parity. The reference statistics
-come from the even half (899 images) in the features of the project's digits classifier (trained on the
-train split, kacdist.eval.classifier). The real-vs-real FD compares the odd half (898 images) with the
-reference; every generated set has the same size as that comparison set (``eval.num_samples``, default
-898 for digits) so the numbers are comparable. Labels cycle through the classes; image i of seed s uses
-noise seed s·1_000_003 + i, shared by every model and configuration (common random numbers).
+Protocol (dataset=digits): classifier Fréchet distance (FD), class-conditional accuracy and class
+histogram. The 1,797 digits are split into two halves by index parity. The reference statistics come from
+the even half (899 images) in the features of the project's digits classifier (trained on the train split,
+kacdist.eval.classifier). The real-vs-real FD compares the odd half (898 images) with the reference; every
+generated set has the same size as that comparison set (``eval.num_samples``, default 898 for digits) so
+the numbers are comparable. ``eval.inception=true`` adds the standard Inception FID against the even half
+(its first ``eval.reference_images`` images).
+
+Protocol (dataset.source=shards): the standard Inception FID (kacdist.eval.inception, docs/eval.md). The
+reference statistics are those of the first ``eval.reference_images`` images of the dataset's shards in
+shard order (the training split; 50,000 for the paper's FID@50k; cached by name, count and model
+fingerprint); the next ``eval.num_samples`` real images give the real-vs-real floor, and every generated
+set has ``eval.num_samples`` images (when the shards hold no real images beyond the reference, as for
+FID against all 50,000 CIFAR-10 training images, the floor is left out and the header says so). An FID is
+comparable only at the same sample count and reference: both are in the table's header.
+
+Labels cycle through the classes (none for an unconditional model); image i of seed s uses noise seed
+s·1_000_003 + i, shared by every model and configuration (common random numbers).
 Writes runs/<run>/eval/{fd_vs_nfe.parquet, fd_vs_nfe.md}.
 """
 
@@ -54,18 +66,87 @@ def quality_row(classifier, reference, images: torch.Tensor, labels: torch.Tenso
     return row
 
 
+def shard_images(urls: str, count: int, channels: int, resolution: int, minimum: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Up to the first ``count`` images of the shards at ``urls`` in shard order (and their labels, -1 if
+    none); fewer than ``minimum`` is refused: an FID on a smaller set than asked for is not the protocol."""
+    from kacdist.data.stream import make_eval_stream
+
+    images, labels, got = [], [], 0
+    for x, y in make_eval_stream(urls, batch_size=256, channels=channels, resolution=resolution):
+        images.append(x)
+        labels.append(y if torch.is_tensor(y) else torch.full((len(x),), -1, dtype=torch.long))
+        got += len(x)
+        if got >= count:
+            break
+    if got < minimum:
+        raise ValueError(f"eval needs {minimum} real images from {urls!r} but the shards hold {got}: lower "
+                         "eval.reference_images")
+    return torch.cat(images)[:count], torch.cat(labels)[:count]
+
+
+def _judges(cfg: RunConfig, device: torch.device):
+    """(judge(images, labels) -> metrics, floor images, floor labels, header) for the dataset's protocol."""
+    ec, ds = cfg.eval, cfg.dataset
+    cache = Path(ds.cache_dir).expanduser() / "eval"
+    n = ec.num_samples
+    judges = []
+    if ds.source == "digits":
+        classifier, reference, real_odd, real_labels = digits_reference(cache, ds.resolution, ds.channels)
+        judges.append(lambda images, labels: quality_row(classifier, reference, images, labels))
+        floor_images, floor_labels = real_odd[:n], real_labels[:n]
+        header = f"classifier FD on {n} images against the even half of the digits"
+        if ec.inception:
+            from kacdist.eval.classifier import digits_tensors
+            from kacdist.eval.inception import InceptionFID
+
+            fid = InceptionFID(device=device)
+            even = digits_tensors("all", ds.resolution, ds.channels)[0][0::2][: ec.reference_images]
+            inception_ref = fid.reference_stats(f"digits{ds.resolution}-even{len(even)}", even, cache, max_samples=len(even))
+            judges.append(lambda images, labels: {"fid": inception_ref.frechet_distance(fid.stats(images))})
+            header += f"; Inception FID against {len(even)} images of the even half"
+    elif ds.source == "shards":
+        from kacdist.eval.inception import InceptionFID
+
+        m = ec.reference_images
+        real, real_labels = shard_images(ds.urls, m + n, ds.channels, ds.resolution, minimum=m)
+        fid = InceptionFID(device=device)
+        reference = fid.reference_stats(f"{ds.name}{ds.resolution}-first{m}", lambda: real[:m], cache, max_samples=m)
+        judges.append(lambda images, labels: {"fid": reference.frechet_distance(fid.stats(images)), "num_images": int(len(images))})
+        header = f"Inception FID on {n} images against the first {m} images of {ds.urls}"
+        if len(real) < m + n:  # e.g. FID against all 50,000 CIFAR-10 training images: no held-out real set
+            log.warning("no real-vs-real floor: the shards hold %d images, the reference takes %d and the floor "
+                        "would need %d more", len(real), m, n)
+            floor_images = floor_labels = None
+            header += " (no real-vs-real floor: no real images left over)"
+        else:
+            floor_images, floor_labels = real[m:], real_labels[m:]
+    else:
+        raise ValueError(f"stage=eval knows dataset.source digits and shards, not {ds.source!r}")
+
+    def judge(images: torch.Tensor, labels: torch.Tensor | None) -> dict:
+        row = {}
+        for one in judges:
+            row.update(one(images, labels))
+        return row
+
+    if floor_labels is not None and bool((floor_labels < 0).any()):
+        floor_labels = None
+    if floor_images is not None and not ds.num_classes:
+        floor_labels = None
+    return judge, floor_images, floor_labels, header
+
+
 def run_eval(cfg: RunConfig) -> list[dict]:
-    if cfg.dataset.source != "digits":
-        raise ValueError("stage=eval measures the digits protocol only so far (dataset=digits); Inception FID on shards is not wired in yet")
     ec = cfg.eval
     device = resolve_device(cfg.train.device)
-    cache = Path(cfg.dataset.cache_dir).expanduser() / "eval"
-    classifier, reference, real_odd, real_labels = digits_reference(cache, cfg.dataset.resolution, cfg.dataset.channels)
     n = ec.num_samples
-    floor = quality_row(classifier, reference, real_odd[:n], real_labels[:n])
-    log.info("real-vs-real FD at %d images: %.3f (accuracy %.3f)", len(real_odd[:n]), floor["fd"], floor["accuracy"])
-    rows = [{"model": "real", "integrator": "", "steps": 0, "guidance": float("nan"), "seed": -1, "nfe": 0,
-             "images_per_s": float("nan"), "checkpoint": "", **floor}]
+    judge, floor_images, floor_labels, header = _judges(cfg, device)
+    rows = []
+    if floor_images is not None:
+        floor = judge(floor_images, floor_labels)
+        log.info("real-vs-real at %d images: %s", len(floor_images), _metrics_text(floor))
+        rows.append({"model": "real", "integrator": "", "steps": 0, "guidance": float("nan"), "seed": -1, "nfe": 0,
+                     "images_per_s": float("nan"), "checkpoint": "", "header": header, **floor})
     model, ckpt = load_teacher(cfg, device, use_ema=True)
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
@@ -81,12 +162,14 @@ def run_eval(cfg: RunConfig) -> list[dict]:
                     result = generate(model, process, shape, seeds, labels, integrator, steps, w, cfg.sample.batch_size, device, amp)
                     row = {"model": "teacher", "integrator": integrator, "steps": steps, "guidance": w, "seed": seed,
                            "nfe": result.nfe, "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
-                           **quality_row(classifier, reference, result.images, labels)}
+                           **judge(result.images, labels)}
                     rows.append(row)
-                    log.info("w=%g %-8s %3d steps (%3d NFE) seed %d: FD %.3f  acc %.3f  %.0f img/s", w, integrator, steps,
-                             result.nfe, seed, row["fd"], row.get("accuracy", float("nan")), result.images_per_s)
+                    log.info("w=%g %-8s %3d steps (%3d NFE) seed %d: %s  %.0f img/s", w, integrator, steps,
+                             result.nfe, seed, _metrics_text(row), result.images_per_s)
     if ec.students:
-        rows += evaluate_students(cfg, classifier, reference, n, labels, device, amp, process, shape)
+        rows += evaluate_students(cfg, judge, n, labels, device, amp, process, shape)
+    for row in rows:
+        row["header"] = header
     out = stage_dir(cfg, "eval")
     out.mkdir(parents=True, exist_ok=True)
     table = pa.Table.from_pylist(rows)
@@ -110,7 +193,18 @@ def finished_students(cfg: RunConfig) -> list[tuple[str, int]]:
     return found
 
 
-def evaluate_students(cfg, classifier, reference, n, labels, device, amp, process, shape) -> list[dict]:
+def _metrics_text(row: dict) -> str:
+    parts = []
+    if "fd" in row:
+        parts.append(f"FD {row['fd']:.3f}")
+    if "accuracy" in row:
+        parts.append(f"acc {row['accuracy']:.3f}")
+    if "fid" in row:
+        parts.append(f"FID {row['fid']:.2f}")
+    return "  ".join(parts)
+
+
+def evaluate_students(cfg, judge, n, labels, device, amp, process, shape) -> list[dict]:
     """Each finished student, sampled as trained: Euler on its own grid, w = 1 (conditional velocity)."""
     rows = []
     for name, steps in finished_students(cfg):
@@ -119,47 +213,56 @@ def evaluate_students(cfg, classifier, reference, n, labels, device, amp, proces
             seeds = [seed * 1_000_003 + i for i in range(n)]
             result = generate(model, process, shape, seeds, labels, "euler", steps, 1.0, cfg.sample.batch_size, device, amp)
             row = {"model": name, "integrator": "euler", "steps": steps, "guidance": 1.0, "seed": seed, "nfe": result.nfe,
-                   "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
-                   **quality_row(classifier, reference, result.images, labels)}
+                   "images_per_s": result.images_per_s, "checkpoint": str(ckpt), **judge(result.images, labels)}
             rows.append(row)
-            log.info("%s (Euler, %d NFE) seed %d: FD %.3f  acc %.3f  %.0f img/s", name, result.nfe, seed, row["fd"],
-                     row.get("accuracy", float("nan")), result.images_per_s)
+            log.info("%s (Euler, %d NFE) seed %d: %s  %.0f img/s", name, result.nfe, seed, _metrics_text(row), result.images_per_s)
     return rows
 
 
+def _cell(hit: list[dict]) -> str:
+    """Mean over seeds: FD (accuracy) for the classifier protocol, FID for Inception, both when both ran."""
+    parts = []
+    if "fd" in hit[0]:
+        text = f"{np.mean([r['fd'] for r in hit]):.2f}"
+        if "accuracy" in hit[0]:
+            text += f" ({np.mean([r['accuracy'] for r in hit]):.3f})"
+        parts.append(text)
+    if "fid" in hit[0]:
+        parts.append(f"FID {np.mean([r['fid'] for r in hit]):.2f}" if "fd" in hit[0] else f"{np.mean([r['fid'] for r in hit]):.2f}")
+    return " ".join(parts)
+
+
 def format_table(rows: list[dict]) -> str:
-    """FD (mean over seeds) per steps × integrator for each guidance, real-vs-real floor on top."""
-    real = next(r for r in rows if r["model"] == "real")
-    lines = [f"classifier FD, {real['num_images']} images; real-vs-real FD {real['fd']:.3f}; accuracy of real {real['accuracy']:.3f}", ""]
+    """The metric (mean over seeds) per steps × integrator for each guidance, real-vs-real floor on top."""
+    real = next((r for r in rows if r["model"] == "real"), None)
+    first = real or rows[0]
+    metric = "FD (accuracy)" if "fd" in first else "FID"
+    if "fd" in first and "fid" in first:
+        metric += " and Inception FID"
+    header = first.get("header") or f"classifier FD, {first['num_images']} images"
+    lines = [f"{header}; real vs real: {_cell([real])}" if real else header, ""]
     gen = [r for r in rows if r["model"] == "teacher"]
     for w in sorted({r["guidance"] for r in gen}, reverse=True):
         sub = [r for r in gen if r["guidance"] == w]
         integrators = list(dict.fromkeys(r["integrator"] for r in sub))
         steps = sorted({r["steps"] for r in sub}, reverse=True)
-        lines.append(f"w = {w:g}: FD (accuracy) by steps")
+        lines.append(f"w = {w:g}: {metric} by steps")
         lines.append("| steps | " + " | ".join(integrators) + " |")
         lines.append("|---" * (len(integrators) + 1) + "|")
         for s in steps:
             cells = []
             for integ in integrators:
                 hit = [r for r in sub if r["integrator"] == integ and r["steps"] == s]
-                if hit:
-                    fd = np.mean([r["fd"] for r in hit])
-                    acc = np.mean([r.get("accuracy", np.nan) for r in hit])
-                    cells.append(f"{fd:.2f} ({acc:.3f}) [{hit[0]['nfe']} NFE]")
-                else:
-                    cells.append("—")
+                cells.append(f"{_cell(hit)} [{hit[0]['nfe']} NFE]" if hit else "—")
             lines.append(f"| {s} | " + " | ".join(cells) + " |")
         lines.append("")
     students = [r for r in rows if r["model"] not in ("real", "teacher")]
     if students:
-        lines.append("DistillKac students (Euler on their own grid, w = 1): FD (accuracy), mean over seeds")
-        lines.append("| stage | NFE | FD | accuracy | seeds |")
-        lines.append("|---|---|---|---|---|")
+        lines.append(f"DistillKac students (Euler on their own grid, w = 1): {metric}, mean over seeds")
+        lines.append(f"| stage | NFE | {metric} | seeds |")
+        lines.append("|---|---|---|---|")
         for name in dict.fromkeys(r["model"] for r in students):
             hit = [r for r in students if r["model"] == name]
-            fd = np.mean([r["fd"] for r in hit])
-            acc = np.mean([r.get("accuracy", np.nan) for r in hit])
-            lines.append(f"| {name} | {hit[0]['nfe']} | {fd:.2f} | {acc:.3f} | {len(hit)} |")
+            lines.append(f"| {name} | {hit[0]['nfe']} | {_cell(hit)} | {len(hit)} |")
         lines.append("")
     return "\n".join(lines)

@@ -180,11 +180,15 @@ def _exact_accept(env: _Envelope, slot: torch.Tensor, u: torch.Tensor, accept_in
     return accept_int.to(torch.float64) * 2.0**-31 < q * torch.take(env.slot_scale, slot)
 
 
-def _propose(env: _Envelope, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """From y = slot + position in [0, 1) (float64 ≥ 0): the slot (long) and u = left + position·width."""
+def _propose(env: _Envelope, row: torch.Tensor, generator: torch.Generator | None, k: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+    """k fresh proposals for each envelope row in ``row`` ([m] → [m·k], row-major): the slot (long) and
+    u = left + position·width. The in-row part y = V·2·bins is exact (a power of two) and below 2·bins, so
+    the row's offset is added to the integer slot, where no rounding can carry it into the next row."""
+    two_b = 2 * env.bins
+    y = torch.empty(row.numel(), k, dtype=torch.float64, device=row.device).uniform_(generator=generator).mul_(two_b)
     slot_f = y.floor()
-    slot = slot_f.long()
-    cand = torch.take(env.slot_left, slot).addcmul_(y.sub_(slot_f).to(torch.float32), torch.take(env.slot_width, slot))
+    slot = slot_f.long().add_((row * two_b)[:, None]).view(-1)
+    cand = torch.take(env.slot_left, slot).addcmul_(y.sub_(slot_f).view(-1).to(torch.float32), torch.take(env.slot_width, slot))
     return slot, cand
 
 
@@ -213,9 +217,7 @@ def _settle(
     row = torch.div(slot, two_b, rounding_mode="floor")
     for _ in range(_MAX_ROUNDS):
         m = pending.numel()
-        y = torch.empty(m, k, dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
-        y += (row.to(torch.float64) * two_b)[:, None]
-        spare_slot, spare_cand = _propose(env, y.reshape(-1))
+        spare_slot, spare_cand = _propose(env, row, generator, k)
         spare_draw = _draw_int((m * k,), dev, generator)
         slots = torch.cat([slot[:, None], spare_slot.view(m, k)], dim=1).view(-1)
         cands = torch.cat([cand[:, None], spare_cand.view(m, k)], dim=1).view(-1)
@@ -234,8 +236,7 @@ def _settle(
             return
         # the values left over start again with a fresh proposal that goes straight to the exact test
         pending, row = pending[keep], row[keep]
-        y = torch.empty(keep.numel(), dtype=torch.float64, device=dev).uniform_(generator=generator).mul_(two_b)
-        slot, cand = _propose(env, y.add_(row.to(torch.float64) * two_b))
+        slot, cand = _propose(env, row, generator)
         draw = _draw_int((keep.numel(),), dev, generator)
         fast = draw < torch.take(env.slot_squeeze, slot)
         u[pending[fast]] = cand[fast]

@@ -66,22 +66,27 @@ def quality_row(classifier, reference, images: torch.Tensor, labels: torch.Tenso
     return row
 
 
-def shard_images(urls: str, count: int, channels: int, resolution: int, minimum: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Up to the first ``count`` images of the shards at ``urls`` in shard order (and their labels, -1 if
-    none); fewer than ``minimum`` is refused: an FID on a smaller set than asked for is not the protocol."""
+def _real_stream(ds):
     from kacdist.data.stream import make_eval_stream
 
-    images, labels, got = [], [], 0
-    for x, y in make_eval_stream(urls, batch_size=256, channels=channels, resolution=resolution):
-        images.append(x)
-        labels.append(y if torch.is_tensor(y) else torch.full((len(x),), -1, dtype=torch.long))
-        got += len(x)
-        if got >= count:
+    return make_eval_stream(ds.urls, batch_size=256, channels=ds.channels, resolution=ds.resolution)
+
+
+def images_after(ds, skip: int, keep: int) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """Images skip … skip+keep-1 of the dataset's shards in shard order (labels -1 where there are none) and
+    how many images were read. Only the kept ones are held: the reference may be 50,000 LSUN images."""
+    images, labels, seen = [], [], 0
+    for x, y in _real_stream(ds):
+        lo, hi = max(skip - seen, 0), min(skip + keep - seen, len(x))
+        if hi > lo:
+            images.append(x[lo:hi])
+            labels.append(y[lo:hi] if torch.is_tensor(y) else torch.full((hi - lo,), -1, dtype=torch.long))
+        seen += len(x)
+        if seen >= skip + keep:
             break
-    if got < minimum:
-        raise ValueError(f"eval needs {minimum} real images from {urls!r} but the shards hold {got}: lower "
-                         "eval.reference_images")
-    return torch.cat(images)[:count], torch.cat(labels)[:count]
+    if not images:
+        return torch.empty(0), torch.empty(0, dtype=torch.long), seen
+    return torch.cat(images), torch.cat(labels), seen
 
 
 def _judges(cfg: RunConfig, device: torch.device):
@@ -108,18 +113,21 @@ def _judges(cfg: RunConfig, device: torch.device):
         from kacdist.eval.inception import InceptionFID
 
         m = ec.reference_images
-        real, real_labels = shard_images(ds.urls, m + n, ds.channels, ds.resolution, minimum=m)
+        floor_images, floor_labels, seen = images_after(ds, m, n)
+        if seen < m:  # checked before any Inception work, and also when the reference is cached
+            raise ValueError(f"eval needs {m} real images from {ds.urls!r} but the shards hold {seen}: lower "
+                             "eval.reference_images")
         fid = InceptionFID(device=device)
-        reference = fid.reference_stats(f"{ds.name}{ds.resolution}-first{m}", lambda: real[:m], cache, max_samples=m)
+        # streamed in batches (only on a cache miss): the reference images are never all in memory
+        reference = fid.reference_stats(f"{ds.name}{ds.resolution}-first{m}", lambda: (x for x, _ in _real_stream(ds)),
+                                        cache, max_samples=m)
         judges.append(lambda images, labels: {"fid": reference.frechet_distance(fid.stats(images)), "num_images": int(len(images))})
         header = f"Inception FID on {n} images against the first {m} images of {ds.urls}"
-        if len(real) < m + n:  # e.g. FID against all 50,000 CIFAR-10 training images: no held-out real set
+        if len(floor_images) < n:  # e.g. FID against all 50,000 CIFAR-10 training images: no held-out real set
             log.warning("no real-vs-real floor: the shards hold %d images, the reference takes %d and the floor "
-                        "would need %d more", len(real), m, n)
+                        "would need %d more", seen, m, n)
             floor_images = floor_labels = None
             header += " (no real-vs-real floor: no real images left over)"
-        else:
-            floor_images, floor_labels = real[m:], real_labels[m:]
     else:
         raise ValueError(f"stage=eval knows dataset.source digits and shards, not {ds.source!r}")
 

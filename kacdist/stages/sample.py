@@ -19,7 +19,7 @@ import torch
 from kacdist.config.schema import RunConfig
 from kacdist.kac import KacProcess
 from kacdist.sampling import generate, image_grid, save_png
-from kacdist.stages.common import load_teacher, stage_dir
+from kacdist.stages.common import load_stage_state, model_from_state, stage_dir
 from kacdist.train.device import autocast_dtype, resolve_device
 
 log = logging.getLogger(__name__)
@@ -37,8 +37,10 @@ def sample_labels(cfg: RunConfig, n: int) -> torch.Tensor | None:
 def run_sample(cfg: RunConfig) -> dict:
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
-    model, ckpt = load_teacher(cfg, device, sc.use_ema, sc.checkpoint, sc.source)
-    student = torch.load(ckpt, map_location="cpu", weights_only=True).get("distill")
+    state, ckpt = load_stage_state(cfg, device, sc.checkpoint, sc.source)
+    model = model_from_state(cfg, state, device, sc.use_ema)
+    student = state.get("distill")  # the record a DistillKac stage writes into its checkpoints
+    del state
     if student and sc.as_trained:
         as_trained = {"integrator": "euler", "steps": int(student["student_steps"]), "guidance": 1.0}
         changed = {k: (getattr(sc, k), v) for k, v in as_trained.items() if getattr(sc, k) != v}

@@ -67,7 +67,14 @@ class TrainConfig:
     seed: int = 0
     precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
     device: str = "auto"  # auto | cpu | cuda
-    threads: int = 0  # torch CPU threads; 0: torch's default
+    threads: int = 0  # torch CPU threads (per worker); 0: torch's default in-process, cores / workers under Ray
+    # how an optimizer step is taken (kacdist.train.engine): torch (plain AdamW; DDP with several workers) or
+    # deepspeed; auto: torch with cluster.workers=0, deepspeed with >= 1 (README, distributed benchmark)
+    engine: str = "auto"
+    zero_stage: int = 0  # DeepSpeed ZeRO stage 0, 1 or 2 (optimizer state / gradients partitioned over workers)
+    # images per random stream: an image's t, noise, label dropout are drawn from the stream of (seed, step,
+    # global index // rng_block), so the draws do not depend on the number of workers (kacdist.train.randomness)
+    rng_block: int = 32
 
 
 @dataclass
@@ -146,6 +153,11 @@ class WandbConfig:
 @dataclass
 class ClusterConfig:
     kind: str = "local"  # local | slurm
+    # data-parallel training workers: 0 = the stage in this process (no Ray); N >= 1 = N Ray Train workers
+    # (one per GPU, or CPU workers over gloo); train.batch_size and distill.batch_size are global batches
+    workers: int = 0
+    max_failures: int = 1  # Ray Train restarts of the worker group after a failure (-1: unlimited)
+    collective_timeout_s: int = 1800  # a collective waiting longer (a dead or hung peer) fails the step
     partition: str = ""
     nodes: int = 1
     gpus_per_node: int = 0

@@ -87,6 +87,7 @@ def validate_config(cfg: RunConfig) -> None:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
     _nonnegative("train.threads", t.threads)
+    _validate_parallel(cfg)
     s = cfg.sample
     _choice("sample.integrator", s.integrator, INTEGRATORS)
     _positive("sample.steps", s.steps)
@@ -118,6 +119,41 @@ def validate_config(cfg: RunConfig) -> None:
     except ImportError:  # the model package is optional for stages that do not build a network
         return
     _choice("model.preset", cfg.model.preset, sorted(PRESETS))
+
+
+def _validate_parallel(cfg: RunConfig) -> None:
+    """Workers, engine and ZeRO stage; whether the machine has the cores or GPUs is checked at launch."""
+    from kacdist.train.engine import ENGINES, ZERO_STAGES
+
+    t, cl = cfg.train, cfg.cluster
+    if isinstance(cl.workers, bool) or cl.workers < 0:
+        raise ConfigError(f"cluster.workers={cl.workers!r} is invalid: 0 (in this process) or the number of Ray Train workers")
+    if cl.max_failures < -1:
+        raise ConfigError(f"cluster.max_failures={cl.max_failures!r} is invalid: >= 0, or -1 for unlimited restarts")
+    _positive("cluster.collective_timeout_s", cl.collective_timeout_s)
+    _choice("train.engine", t.engine, ("auto",) + ENGINES)
+    if t.zero_stage == 3:
+        raise ConfigError(
+            "train.zero_stage=3 is not supported: ZeRO-3 partitions the parameters themselves, while the EMA, the "
+            "frozen distillation teacher and rank-independent checkpoints need whole parameters on every worker, "
+            "and for UNets far below 1B parameters it only adds communication; use 0, 1 or 2")
+    _choice("train.zero_stage", t.zero_stage, ZERO_STAGES)
+    if t.zero_stage and t.engine == "torch":
+        raise ConfigError(f"train.zero_stage={t.zero_stage} needs train.engine=deepspeed (or auto with cluster.workers>=1)")
+    if t.zero_stage and t.engine == "auto" and cl.workers == 0:
+        raise ConfigError(f"train.zero_stage={t.zero_stage} with cluster.workers=0 needs train.engine=deepspeed")
+    _positive("train.rng_block", t.rng_block)
+    workers = max(cl.workers, 1)
+    batches = []
+    if cfg.stage == "teacher":
+        batches.append(("train.batch_size", t.batch_size))
+    if cfg.stage in ("distill", "ladder"):
+        batches.append(("distill.batch_size", cfg.distill.batch_size))
+    for key, value in batches:
+        if value % workers:
+            raise ConfigError(
+                f"{key}={value} is not divisible by cluster.workers={workers}: it is the global batch and each worker "
+                f"takes {key}/workers images; use a multiple of {workers}")
 
 
 def _validate_distill(cfg: RunConfig) -> None:

@@ -27,6 +27,7 @@ from kacdist.train.checkpoint import load_latest_checkpoint
 from kacdist.train.device import autocast_dtype, resolve_device
 from kacdist.train.distill import guided_teacher, student_teacher, substeps, train_distill
 from kacdist.train.loop import LoopResult, LoopSettings, read_done
+from kacdist.train.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -109,7 +110,8 @@ def distill_settings(cfg: RunConfig, name: str) -> LoopSettings:
         total_kimg=dc.total_kimg, batch_size=dc.batch_size, lr=dc.lr, weight_decay=tc.weight_decay,
         warmup_frac=dc.warmup_frac, flat_frac=dc.flat_frac, grad_clip=tc.grad_clip, ema_decay=dc.ema_decay,
         checkpoint_every_kimg=dc.checkpoint_every_kimg, keep_checkpoints=tc.keep_checkpoints,
-        log_every_kimg=dc.log_every_kimg, sample_every_kimg=dc.sample_every_kimg, seed=dc.seed, name=name,
+        log_every_kimg=dc.log_every_kimg, sample_every_kimg=dc.sample_every_kimg, seed=dc.seed,
+        rng_block=tc.rng_block, name=name,
     )
 
 
@@ -130,10 +132,14 @@ def _snapshot(cfg: RunConfig, out: Path, student_steps: int):
 
 
 def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps: int | None = None,
-                init: str | None = None) -> LoopResult:
-    """One stage: distil a teacher_steps model into a student_steps student (or resume, or reuse)."""
-    from kacdist.train.teacher import build_model
+                init: str | None = None, workers: Workers | None = None) -> LoopResult:
+    """One stage: distil a teacher_steps model into a student_steps student (or resume, or reuse).
 
+    ``workers``: this process's place among data-parallel workers (None: the only one). Every worker
+    holds the frozen teacher; the student goes through the training engine."""
+    from kacdist.train.teacher import build_model, resolve_engine
+
+    w = workers if workers is not None else Workers()
     dc = cfg.distill
     teacher_steps = dc.teacher_steps if teacher_steps is None else teacher_steps
     student_steps = dc.student_steps if student_steps is None else student_steps
@@ -142,7 +148,8 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
     out = stage_dir(cfg, name)
     done = read_done(out)
     if done is not None:
-        log.info("%s already finished at step %d (%s): reused", name, done.step, done.checkpoint)
+        if w.is_main:
+            log.info("%s already finished at step %d (%s): reused", name, done.step, done.checkpoint)
         return done
     source = resolve_stage_input(cfg, teacher_steps, init)
     if source.steps != teacher_steps:
@@ -152,7 +159,7 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
         )
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = resolve_device(cfg.train.device)
+    device = w.device if w.device is not None else resolve_device(cfg.train.device)
     amp = autocast_dtype(cfg.train.precision, device)
     # Alg. 1 line 2: teacher and student both start from the same (EMA) weights; the teacher stays frozen
     teacher_net = build_model(cfg).to(device)
@@ -168,39 +175,39 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
         integrator = "euler" if dc.teacher_integrator == "auto" else dc.teacher_integrator
     out.mkdir(parents=True, exist_ok=True)
     stage_cfg = replace(cfg, stage="distill", distill=replace(dc, teacher_steps=teacher_steps, student_steps=student_steps))
-    save_config(stage_cfg, out / "config.yaml")
     record = {"checkpoint": str(source.checkpoint), "kind": source.kind, "stage": source.stage,
               "teacher_steps": teacher_steps, "student_steps": student_steps, "substeps": n,
               "teacher_integrator": integrator, "guidance": dc.guidance if source.kind == "teacher" else None,
               "x_source": dc.x_source}
-    atomic_write_bytes(out / "source.json", json.dumps(record, indent=2).encode())
-    log.info("%s: %s from %s, N = %d %s substeps, x from %s", name, source.kind, source.checkpoint, n, integrator, dc.x_source)
+    if w.is_main:
+        save_config(stage_cfg, out / "config.yaml")
+        atomic_write_bytes(out / "source.json", json.dumps(record, indent=2).encode())
+        log.info("%s: %s from %s, N = %d %s substeps, x from %s", name, source.kind, source.checkpoint, n, integrator, dc.x_source)
     settings = distill_settings(cfg, name)
     settings.extra_state = {"distill": {k: v for k, v in record.items() if v is not None}}
     from kacdist.train.batches import make_batches
 
     def batches(start_step: int):  # built by the loop once the resume step is known
-        return make_batches(cfg.dataset, dc.batch_size, dc.seed, start_step, 0, 1, device)
+        return make_batches(cfg.dataset, dc.batch_size // w.world_size, dc.seed, start_step, w.rank, w.world_size, device)
 
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     result = train_distill(
         settings, out, student, teacher, process, batches, to_yaml(stage_cfg), device,
         teacher_steps=teacher_steps, student_steps=student_steps, integrator=integrator, x_source=dc.x_source,
         amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps),
+        workers=w, engine=resolve_engine(cfg), zero_stage=cfg.train.zero_stage,
     )
-    log.info("%s %s: step %d, %.1f kimg, checkpoint %s", name, result.status, result.step, result.kimg, result.checkpoint)
+    if w.is_main:
+        log.info("%s %s: step %d, %.1f kimg, checkpoint %s", name, result.status, result.step, result.kimg, result.checkpoint)
     return result
 
 
-def run_ladder(cfg: RunConfig) -> list[LoopResult]:
-    """The multi-stage ladder (default 100→20→4→2→1): each stage's teacher is the previous stage's student."""
+def run_ladder(cfg: RunConfig, workers: Workers | None = None) -> list[LoopResult]:
+    """The multi-stage ladder (default 100→20→4→2→1): each stage's teacher is the previous stage's student.
+    Training only; ``eval.after_ladder`` is run by the caller (``kacdist.stages.dispatch``)."""
     ladder = list(cfg.distill.ladder)
     results = []
     for i, (hi, lo) in enumerate(zip(ladder, ladder[1:])):
         init = cfg.distill.init if i == 0 else distill_stage_name(ladder[i - 1], hi, cfg.distill.tag)
-        results.append(run_distill(cfg, hi, lo, init))
-    if cfg.eval.after_ladder:
-        from kacdist.stages.evaluate import run_eval
-
-        run_eval(cfg)
+        results.append(run_distill(cfg, hi, lo, init, workers=workers))
     return results

@@ -1,8 +1,10 @@
 """Training batches for the loops: (x in [-1, 1], y) on the training device.
 
-* ``InMemoryBatches``: the whole split held in memory (digits, small image folders). Batch k is a pure
-  function of (seed, k, rank): global sample i = (k·world + rank)·B + j sits at position i mod N of the
-  permutation of epoch i // N, seeded by (seed, epoch). A resumed run therefore sees exactly the batches a
+* ``InMemoryBatches``: the whole split held in memory (digits, small image folders). Step k's global batch
+  is a pure function of (seed, k): global sample i = k·B + j (B the global batch) sits at position i mod N
+  of the permutation of epoch i // N, seeded by (seed, epoch), and its horizontal flip is drawn for the
+  whole global batch from (seed, k). A worker takes its slice [rank·b, (rank + 1)·b) of it (b = B/world), so
+  the global batch is the same on any number of workers, and a resumed run sees exactly the batches a
   straight run would, which makes resume bit-identical on CPU.
 * ``StreamBatches``: the WebDataset training stream (kacdist.data). Mid-epoch resume is not supported
   upstream; a resumed run re-seeds the resampled shard stream with (seed, start step), which keeps the
@@ -44,7 +46,7 @@ class InMemoryBatches:
         self,
         images: torch.Tensor,
         labels: torch.Tensor,
-        batch_size: int,
+        batch_size: int,  # this worker's share of the global batch
         seed: int,
         hflip: bool = False,
         rank: int = 0,
@@ -75,8 +77,8 @@ class InMemoryBatches:
             index[sel] = self._perm(epoch)[offsets[sel]]
         x, y = self.images[index], self.labels[index]
         if self.hflip:
-            gen = torch.Generator().manual_seed(self.seed * 7_919 + step * self.world_size + self.rank)
-            flip = torch.rand(b, generator=gen) < 0.5
+            gen = torch.Generator().manual_seed(self.seed * 7_919 + step)
+            flip = (torch.rand(b * self.world_size, generator=gen) < 0.5)[self.rank * b : (self.rank + 1) * b]
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
         return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
 
@@ -106,6 +108,7 @@ class StreamBatches:
 
 
 def make_batches(ds: DatasetConfig, batch_size: int, seed: int, start_step: int, rank: int, world_size: int, device):
+    """This worker's batches; ``batch_size`` is its share of the global batch."""
     if ds.in_memory:
         images, labels = load_split(ds, "train")
         return InMemoryBatches(images, labels, batch_size, seed, ds.hflip, rank, world_size, device)

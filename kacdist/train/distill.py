@@ -38,6 +38,7 @@ from kacdist.kac import KacProcess, integrate
 from kacdist.kac.guidance import guided_velocity
 from kacdist.train.device import autocast
 from kacdist.train.loop import LoopResult, LoopSettings, StepOutput, run_loop
+from kacdist.train.randomness import StepDraws
 
 log = logging.getLogger(__name__)
 
@@ -129,7 +130,7 @@ def distill_step_output(
     process: KacProcess,
     x0: torch.Tensor,
     y: torch.Tensor | None,
-    generator: torch.Generator,
+    draws: StepDraws,
     *,
     student_steps: int,
     n: int,
@@ -137,10 +138,18 @@ def distill_step_output(
     x_source: str,
     amp_dtype: torch.dtype | None = None,
 ) -> StepOutput:
-    """One Algorithm 1 loss for a batch of data x0 (used by ``forward``; only its shape otherwise)."""
-    batch = x0.shape[0]
+    """One Algorithm 1 loss for a batch of data x0 (used by ``forward``; only its shape otherwise).
+
+    Each image's node k, its forward noise or its prior come from ``draws`` (a function of seed, step and
+    the image's global index)."""
     device = x0.device
-    k = torch.randint(0, student_steps, (batch,), generator=generator, device=device)
+    k_all = draws.randint(student_steps)
+    t_k_all, _ = student_times(k_all, student_steps)
+    if x_source == "forward":
+        x_all, _ = draws.per_block(lambda g, xx, tt: process.target(xx, tt, generator=g), draws.pad(x0), t_k_all)
+    else:
+        x_all = draws.per_block(lambda g, xx: process.prior(tuple(xx.shape), generator=g, device=device).to(xx.dtype), draws.pad(x0))
+    k = draws.local(k_all)
     t_k, t_next = student_times(k, student_steps)
 
     def student_v(x: torch.Tensor, t: torch.Tensor, yy) -> torch.Tensor:
@@ -148,9 +157,9 @@ def distill_step_output(
             return student(x, t, yy)
 
     if x_source == "forward":
-        x, _ = process.target(x0, t_k, generator=generator)
+        x = draws.local(x_all)
     else:
-        x1 = process.prior(tuple(x0.shape), generator=generator, device=device).to(x0.dtype)
+        x1 = draws.local(x_all)
         if x_source == "student_rollout":
             was_training = student.training
             student.eval()  # dropout off: the states the sampler would visit
@@ -207,11 +216,12 @@ def train_distill(
     integrator: str,
     x_source: str,
     amp_dtype: torch.dtype | None = None,
-    rank: int = 0,
-    world_size: int = 1,
-    **hooks,
+    **loop_options,
 ) -> LoopResult:
-    """Distil ``teacher`` (frozen, teacher_steps) into ``student`` (student_steps) in ``run_dir``, or resume."""
+    """Distil ``teacher`` (frozen, teacher_steps) into ``student`` (student_steps) in ``run_dir``, or resume.
+
+    ``loop_options`` go to ``run_loop`` (workers, engine, zero_stage, hooks): the student goes through the
+    engine, the frozen teacher is a plain callable on every worker."""
     n = substeps(teacher_steps, student_steps)
     if integrator not in TEACHER_INTEGRATORS:
         raise DistillConfigError(f"distill.teacher_integrator={integrator!r} is invalid: allowed values are {', '.join(TEACHER_INTEGRATORS)}")
@@ -219,11 +229,10 @@ def train_distill(
         raise DistillConfigError(f"distill.x_source={x_source!r} is invalid: allowed values are {', '.join(X_SOURCES)}")
     conditional = getattr(student, "null_label", None) is not None
 
-    def loss_fn(net: nn.Module, x0: torch.Tensor, y: torch.Tensor, generator: torch.Generator) -> StepOutput:
+    def loss_fn(net: nn.Module, x0: torch.Tensor, y: torch.Tensor, draws: StepDraws) -> StepOutput:
         return distill_step_output(
-            net, teacher, process, x0, y if conditional else None, generator, student_steps=student_steps, n=n,
+            net, teacher, process, x0, y if conditional else None, draws, student_steps=student_steps, n=n,
             integrator=integrator, x_source=x_source, amp_dtype=amp_dtype,
         )
 
-    return run_loop(settings, run_dir, student, loss_fn, batches, config_yaml, device, rank=rank,
-                    world_size=world_size, kac_c=process.c, **hooks)
+    return run_loop(settings, run_dir, student, loss_fn, batches, config_yaml, device, kac_c=process.c, **loop_options)

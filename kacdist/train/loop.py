@@ -1,12 +1,19 @@
 """The training loop shared by the teacher and the distillation students, as a function of
-(settings, run dir, model, loss, batches).
+(settings, run dir, model, loss, batches), on one worker or on each of several data-parallel workers.
 
-What it owns: AdamW, the warmup/flat/cosine learning rate, gradient clipping, EMA, atomic checkpoints
-(model, EMA, optimizer, scheduler, step, RNG states, resolved config, data position), resume from the
-newest readable checkpoint, the DONE marker, the metrics table, periodic snapshots and evaluations with
-early stopping, and the non-finite-loss stop. What a stage brings: the model and the loss. A loss is
-``loss_fn(model, x0, y, generator) -> StepOutput``; the teacher's is the Kac velocity MSE, a student's the
-endpoint MSE of Algorithm 1. Everything is counted in images (kimg) or steps.
+What it owns: the EMA, atomic checkpoints (model, EMA, optimizer, scheduler, step, resolved config, data
+position), resume from the newest readable checkpoint, the DONE marker, the metrics table, periodic
+snapshots and evaluations with early stopping, and the non-finite-loss stop. How a step is taken (AdamW,
+the warmup/flat/cosine learning rate, gradient clipping, DDP or DeepSpeed) is the engine's
+(``kacdist.train.engine``). What a stage brings: the model and the loss. A loss is
+``loss_fn(model, x0, y, draws) -> StepOutput`` where ``draws`` (``kacdist.train.randomness``) gives every
+per-image random number as a function of (seed, step, global image index); the teacher's is the Kac
+velocity MSE, a student's the endpoint MSE of Algorithm 1. Everything is counted in images (kimg) or steps.
+
+Several workers (``workers``, ``kacdist.train.workers``): ``batch_size`` is the global batch and each
+worker takes batch/workers of it, so steps, kimg, the schedule and the draws do not depend on the number
+of workers. Rank 0 alone writes checkpoints, metrics, DONE, samples and log lines; the logged loss and the
+velocity norms are means over all workers; a non-finite loss and early stopping are decided for all.
 """
 
 from __future__ import annotations
@@ -25,8 +32,10 @@ from torch import nn
 from kacdist.atomic import atomic_write_bytes
 from kacdist.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from kacdist.train.ema import EMA
-from kacdist.train.lr_schedule import lr_factor
+from kacdist.train.engine import make_engine
 from kacdist.train.metrics_log import MetricsLog
+from kacdist.train.randomness import StepDraws, mix_seed
+from kacdist.train.workers import Workers
 
 log = logging.getLogger(__name__)
 
@@ -62,11 +71,13 @@ class LoopSettings:
     eval_every_kimg: float = 0.0
     early_stop_patience: int = 0
     seed: int = 0
+    rng_block: int = 32  # images per random stream (kacdist.train.randomness)
     name: str = "train"  # for log lines: "teacher", "distill-100-20", ...
     extra_state: dict = field(default_factory=dict)  # saved into every checkpoint (e.g. where a student came from)
 
-    def total_steps(self, world_size: int = 1) -> int:
-        return math.ceil(self.total_kimg * 1000 / (self.batch_size * world_size))
+    def total_steps(self) -> int:
+        """Optimizer steps of the run; ``batch_size`` is the global batch, whatever the number of workers."""
+        return math.ceil(self.total_kimg * 1000 / self.batch_size)
 
 
 @dataclass
@@ -77,7 +88,7 @@ class LoopResult:
     checkpoint: Path | None
 
 
-LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, torch.Generator], StepOutput]
+LossFn = Callable[[nn.Module, torch.Tensor, torch.Tensor, StepDraws], StepOutput]
 
 
 def read_done(run_dir: Path) -> LoopResult | None:
@@ -108,8 +119,9 @@ def run_loop(
     config_yaml: str,
     device: torch.device,
     *,
-    rank: int = 0,
-    world_size: int = 1,
+    workers: Workers | None = None,
+    engine: str = "torch",
+    zero_stage: int = 0,
     kac_c: float = 1.0,
     on_checkpoint: Callable[[int, Path], None] | None = None,
     monitor: Callable[[nn.Module, int], float] | None = None,
@@ -117,111 +129,126 @@ def run_loop(
 ) -> LoopResult:
     """Train ``model`` (already on ``device``) with ``loss_fn`` on ``batches`` in ``run_dir``, or resume.
 
-    ``batches.batch(step) -> (x0, y)``, or a callable ``batches(start_step)`` returning such an object, called once
-    the resume step is known (a data stream is then positioned there). ``monitor(ema_model, step) -> FD`` runs every ``eval_every_kimg``
-    (lower is better) and drives early stopping after ``early_stop_patience`` evaluations without
-    improvement; ``snapshot(ema_model, step)`` runs every ``sample_every_kimg`` and at the end.
+    ``batches.batch(step) -> (x0, y)`` gives this worker's share of step ``step``'s global batch, or
+    ``batches`` is a callable ``batches(start_step)`` returning such an object, called once the resume step
+    is known (a data stream is then positioned there). ``monitor(ema_model, step) -> FD`` runs on rank 0
+    every ``eval_every_kimg`` (lower is better) and drives early stopping after ``early_stop_patience``
+    evaluations without improvement; ``snapshot(ema_model, step)`` runs on rank 0 every
+    ``sample_every_kimg`` and at the end. ``on_checkpoint(step, path)`` runs on rank 0 after each save.
     """
     s = settings
+    w = workers if workers is not None else Workers()
     run_dir.mkdir(parents=True, exist_ok=True)
     ckpt_dir = run_dir / "checkpoints"
     done = read_done(run_dir)
     if done is not None:
-        log.info("%s in %s already finished at step %d; nothing to do", s.name, run_dir, done.step)
+        if w.is_main:
+            log.info("%s in %s already finished at step %d; nothing to do", s.name, run_dir, done.step)
         return done
-    torch.manual_seed(s.seed + rank)
-    ema = EMA(model, s.ema_decay)
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=s.lr, weight_decay=s.weight_decay)
-    steps = s.total_steps(world_size)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda k: lr_factor(k, steps, s.warmup_frac, s.flat_frac))
-    generator = torch.Generator(device=device).manual_seed(s.seed * 1_000_003 + rank)
-    step = 0
-    last_ckpt: Path | None = None
-    resumed = load_latest_checkpoint(ckpt_dir, map_location=device)
-    if resumed is not None:
-        state, last_ckpt = resumed
+    if s.batch_size % w.world_size:
+        raise ValueError(f"{s.name}: the global batch of {s.batch_size} images does not split over {w.world_size} workers")
+    local_batch = s.batch_size // w.world_size
+    steps = s.total_steps()
+    # rank 0 picks the newest readable checkpoint (also one written but never reported to Ray: a hard crash
+    # between the two) and every rank loads that same file
+    found = load_latest_checkpoint(ckpt_dir, map_location="cpu") if w.is_main else None
+    path = w.broadcast_object(str(found[1]) if found else None)
+    state = None
+    if path is not None:
+        state = found[0] if w.is_main else torch.load(path, map_location="cpu", weights_only=True)
+    step = int(state["step"]) if state else 0
+    last_ckpt = Path(path) if path else None
+    if state is not None:
         model.load_state_dict(state["model"])
+        if w.is_main:
+            log.info("%s: resumed from %s at step %d (%.1f kimg)", s.name, last_ckpt, step, state["kimg"])
+    else:
+        w.broadcast_module(model)  # identical initial weights on every rank: rank 0's
+    ema = EMA(model, s.ema_decay)
+    if state is not None:
         ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        generator.set_state(state["generator"].cpu())
-        torch.set_rng_state(state["torch_rng"].cpu())
-        step = int(state["step"])
-        log.info("%s: resumed from %s at step %d (%.1f kimg)", s.name, last_ckpt, step, state["kimg"])
+    eng = make_engine(engine, model, s, steps, w, device, state, zero_stage)
+    del state
     if not hasattr(batches, "batch"):
         batches = batches(step)
-    images_per_step = s.batch_size * world_size
-    metrics = MetricsLog(run_dir / "metrics.parquet")
+    metrics = MetricsLog(run_dir / "metrics.parquet") if w.is_main else None
+    if metrics is not None:
+        metrics.drop_after(step)  # the steps after the checkpoint are replayed and logged again
 
     def every(kimg: float) -> int:
-        return max(1, round(kimg * 1000 / images_per_step)) if kimg else 0
+        return max(1, round(kimg * 1000 / s.batch_size)) if kimg else 0
 
     ckpt_every, log_every = every(s.checkpoint_every_kimg), every(s.log_every_kimg)
     eval_every, sample_every = every(s.eval_every_kimg), every(s.sample_every_kimg)
     # early-stopping history survives restarts through the metrics file
-    fd_history = [(r["step"], r["fd"]) for r in metrics.rows if r.get("fd") is not None and r["step"] <= step]
+    fd_history = [(r["step"], r["fd"]) for r in metrics.rows if r.get("fd") is not None] if metrics else []
 
-    def checkpoint(at_step: int) -> Path:
-        state = {
-            "model": model.state_dict(),
-            "ema": ema.state_dict(),
-            "optimizer": optimizer.state_dict(),
-            "scheduler": scheduler.state_dict(),
-            "generator": generator.get_state(),
-            "torch_rng": torch.get_rng_state(),
-            "step": at_step,
-            "kimg": at_step * images_per_step / 1000,
-            "config": config_yaml,
-            "data_position": {"kind": type(batches).__name__, "step": at_step},
-            **s.extra_state,
-        }
-        path = save_checkpoint(ckpt_dir, at_step, state, s.keep_checkpoints)
-        metrics.flush()
-        if on_checkpoint is not None:
-            on_checkpoint(at_step, path)
-        return path
+    def checkpoint(at_step: int) -> Path | None:
+        state = eng.state_dict()  # every rank: a collective under ZeRO
+        saved = None
+        if w.is_main:
+            state.update({
+                "ema": ema.state_dict(),
+                "step": at_step,
+                "kimg": at_step * s.batch_size / 1000,
+                "config": config_yaml,
+                # randomness is a function of (seed, step, image), data a function of the step: the step is
+                # the whole data and RNG position
+                "data_position": {"kind": type(batches).__name__, "step": at_step},
+                **s.extra_state,
+            })
+            saved = save_checkpoint(ckpt_dir, at_step, state, s.keep_checkpoints)
+            metrics.flush()
+            if on_checkpoint is not None:
+                on_checkpoint(at_step, saved)
+        w.event("checkpoint_written", at_step)
+        if w.report is not None:
+            w.report(at_step, saved)
+        return saved
 
     bins = torch.zeros(VELOCITY_BINS, dtype=torch.float64)
-    counts = torch.zeros(VELOCITY_BINS, dtype=torch.long)
+    counts = torch.zeros(VELOCITY_BINS, dtype=torch.float64)
     dim = 0
     model.train()
     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
     while step < steps:
+        # dropout masks (the only draws outside StepDraws): a function of (seed, step, rank)
+        torch.manual_seed(mix_seed(s.seed, step, w.rank))
         x0, y = batches.batch(step)
-        out = loss_fn(model, x0, y, generator)
-        loss = out.loss
-        if not torch.isfinite(loss):
+        draws = StepDraws(s.seed, step, w.rank * local_batch, local_batch, s.rng_block, device)
+        out = loss_fn(eng.model, x0, y, draws)
+        loss_value = _agreed_loss(out.loss, w)
+        if not math.isfinite(loss_value):
             raise NonFiniteLossError(
-                f"{s.name}: loss is {loss.item()} at step {step} ({step * images_per_step / 1000:.1f} kimg); stopped "
+                f"{s.name}: loss is {loss_value} at step {step} ({step * s.batch_size / 1000:.1f} kimg); stopped "
                 f"without saving. Last good checkpoint: {last_ckpt or 'none'}"
             )
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), s.grad_clip)
-        optimizer.step()
-        scheduler.step()
+        eng.backward(out.loss)
+        grad_norm = eng.step()
         ema.update(model, step)
         step += 1
-        window_loss += loss.item()
+        w.event("step", step)
+        window_loss += loss_value
         window_n += 1
         dim = x0[0].numel()
         which = (out.t.detach().float().cpu() * VELOCITY_BINS).long().clamp(0, VELOCITY_BINS - 1)
         bins.index_add_(0, which, out.velocity_norm.detach().double().cpu() ** 2)
-        counts.index_add_(0, which, torch.ones_like(which))
+        counts.index_add_(0, which, torch.ones(len(which), dtype=torch.float64))
         if step % log_every == 0 or step == steps:
+            totals = w.all_sum(torch.cat([bins, counts]))
             elapsed = time.perf_counter() - window_start
-            row = {
-                "step": step,
-                "kimg": step * images_per_step / 1000,
-                "loss": window_loss / window_n,
-                "lr": scheduler.get_last_lr()[0],
-                "grad_norm": float(grad_norm),
-                "images_per_s": window_n * images_per_step / elapsed,
-                "s_per_step": elapsed / window_n,
-                **velocity_norm_row(bins, counts, dim, kac_c),
-            }
-            metrics.append(row)
-            if rank == 0:
+            if w.is_main:
+                row = {
+                    "step": step,
+                    "kimg": step * s.batch_size / 1000,
+                    "loss": window_loss / window_n,
+                    "lr": eng.lr,
+                    "grad_norm": grad_norm,
+                    "images_per_s": window_n * s.batch_size / elapsed,
+                    "s_per_step": elapsed / window_n,
+                    **velocity_norm_row(totals[:VELOCITY_BINS], totals[VELOCITY_BINS:], dim, kac_c),
+                }
+                metrics.append(row)
                 log.info(
                     "%s step %d  kimg %.1f  loss %.4f  lr %.2e  %.0f img/s  %.3f s/step",
                     s.name, step, row["kimg"], row["loss"], row["lr"], row["images_per_s"], row["s_per_step"],
@@ -231,27 +258,39 @@ def run_loop(
             counts.zero_()
         stop_early = False
         if monitor is not None and eval_every and step % eval_every == 0:
-            fd = float(monitor(ema.model, step))
-            fd_history.append((step, fd))
-            metrics.append({"step": step, "kimg": step * images_per_step / 1000, "fd": fd})
-            best_at = min(range(len(fd_history)), key=lambda i: fd_history[i][1])
-            stale = len(fd_history) - 1 - best_at
-            log.info("%s step %d: FD %.4f (best %.4f at step %d)", s.name, step, fd, fd_history[best_at][1], fd_history[best_at][0])
-            stop_early = bool(s.early_stop_patience) and stale >= s.early_stop_patience
-            model.train()
-        if snapshot is not None and sample_every and step % sample_every == 0:
+            if w.is_main:
+                fd = float(monitor(ema.model, step))
+                fd_history.append((step, fd))
+                metrics.append({"step": step, "kimg": step * s.batch_size / 1000, "fd": fd})
+                best_at = min(range(len(fd_history)), key=lambda i: fd_history[i][1])
+                stale = len(fd_history) - 1 - best_at
+                log.info("%s step %d: FD %.4f (best %.4f at step %d)", s.name, step, fd, fd_history[best_at][1], fd_history[best_at][0])
+                stop_early = bool(s.early_stop_patience) and stale >= s.early_stop_patience
+                model.train()
+            stop_early = w.broadcast_object(stop_early)  # rank 0's FD decides for every rank
+        if snapshot is not None and sample_every and step % sample_every == 0 and w.is_main:
             snapshot(ema.model, step)
             model.train()
         if step % ckpt_every == 0 or step == steps or stop_early:
-            last_ckpt = checkpoint(step)
+            last_ckpt = checkpoint(step) or last_ckpt
         if stop_early:
-            log.info("%s: early stop at step %d: FD has not improved for %d evaluations", s.name, step, s.early_stop_patience)
+            if w.is_main:
+                log.info("%s: early stop at step %d: FD has not improved for %d evaluations", s.name, step, s.early_stop_patience)
             break
-    kimg = step * images_per_step / 1000
+    kimg = step * s.batch_size / 1000
     status = "finished" if step >= steps else "early_stopped"
-    if snapshot is not None and not (sample_every and step % sample_every == 0):
-        snapshot(ema.model, step)
-    if rank == 0:
+    if w.is_main:
+        if snapshot is not None and not (sample_every and step % sample_every == 0):
+            snapshot(ema.model, step)
         done_info = {"step": step, "kimg": kimg, "checkpoint": str(last_ckpt), "status": status}
         atomic_write_bytes(run_dir / "DONE", json.dumps(done_info).encode())
+    w.barrier()  # no rank returns before DONE exists
     return LoopResult(status, step, kimg, last_ckpt)
+
+
+def _agreed_loss(loss: torch.Tensor, workers: Workers) -> float:
+    """The batch loss averaged over workers, the same float on every rank (so a non-finite loss anywhere
+    stops every rank at the same step). One small all-reduce per step; ``loss.item()`` synchronised anyway."""
+    if not workers.distributed:
+        return loss.item()
+    return workers.all_sum(loss.detach().float().reshape(1)).item() / workers.world_size

@@ -26,6 +26,10 @@ class MetricsLog:
                 return
         self.rows.append(dict(row))
 
+    def drop_after(self, step: int) -> None:
+        """Forget rows after ``step``: a run resumed there replays those steps, so each step stays once."""
+        self.rows = [r for r in self.rows if r.get("step") is None or r["step"] <= step]
+
     def flush(self) -> None:
         if not self.rows:
             return

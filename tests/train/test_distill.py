@@ -20,6 +20,7 @@ from kacdist.train.distill import (
     train_distill,
 )
 from kacdist.train.loop import LoopSettings
+from kacdist.train.randomness import StepDraws
 
 
 class ConstantVelocity(nn.Module):
@@ -62,7 +63,7 @@ def test_endpoint_loss_matches_a_hand_computed_value():
     student = ConstantVelocity(0.2)
     for integrator in ("euler", "midpoint", "ab2"):
         out = distill_step_output(student, lambda x, t, y: torch.full_like(x, 0.5), process, x0, None,
-                                  torch.Generator().manual_seed(0), student_steps=4, n=5, integrator=integrator,
+                                  StepDraws(0, 0, 0, 6, 4), student_steps=4, n=5, integrator=integrator,
                                   x_source="forward")
         assert out.loss.item() == pytest.approx(0.0225, rel=1e-5)
         assert out.velocity_norm.tolist() == pytest.approx([0.4] * 6)  # ||0.2 · 1||_2 over 4 pixels

@@ -37,6 +37,11 @@ def main(argv: list[str]) -> int:
     except (DistributedRunError, NonFiniteLossError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        from kacdist.stages.common import run_root
+
+        print(f"interrupted: rerun the same command to resume {run_root(cfg)} from its newest checkpoint", file=sys.stderr)
+        return 130
     return 0
 
 

@@ -40,6 +40,7 @@ from kacdist.train.loop import NonFiniteLossError
 log = logging.getLogger(__name__)
 
 NONFINITE_FILE = "nonfinite.txt"
+FINISHED_FILE = "finished"
 
 
 class LaunchError(RuntimeError):
@@ -165,6 +166,9 @@ def _train_worker(config: dict) -> None:
         # final, not a failure to retry: every rank stopped at the same step; rank 0 tells the driver
         if rank == 0:
             (Path(config["storage"]) / NONFINITE_FILE).write_text(str(err))
+        return
+    if rank == 0:  # the driver tells a finished run from one that Ray Train aborted (Ctrl-C)
+        (Path(config["storage"]) / FINISHED_FILE).write_text("")
 
 
 def _last_good_checkpoint(cfg: RunConfig) -> str:
@@ -193,7 +197,8 @@ def fit(cfg: RunConfig, *, hook=None) -> None:
     storage = storage_dir(cfg)
     trial = storage / _trial_name(cfg)
     trial.mkdir(parents=True, exist_ok=True)
-    (trial / NONFINITE_FILE).unlink(missing_ok=True)
+    for name in (NONFINITE_FILE, FINISHED_FILE):
+        (trial / name).unlink(missing_ok=True)
     resources = {"CPU": plan.threads, **({"GPU": 1} if plan.use_gpu else {})}
     # the workers train with the planned threads (a preset's train.threads is for one in-process worker)
     worker_cfg = replace(cfg, train=replace(cfg.train, threads=plan.threads))
@@ -214,6 +219,8 @@ def fit(cfg: RunConfig, *, hook=None) -> None:
              "GPU" if plan.use_gpu else "CPU", plan.threads, run_root(cfg))
     try:
         trainer.fit()
+    except SystemExit:  # Ray Train's SIGINT handler aborts the run and exits the driver
+        raise KeyboardInterrupt from None
     except Exception as err:  # noqa: BLE001 - Ray's error types differ by version; all end here
         raise DistributedRunError(
             f"stage {cfg.stage} failed on its Ray Train workers after cluster.max_failures={cfg.cluster.max_failures} "
@@ -226,4 +233,6 @@ def fit(cfg: RunConfig, *, hook=None) -> None:
     stopped = trial / NONFINITE_FILE
     if stopped.exists():
         raise NonFiniteLossError(stopped.read_text())
+    if not (trial / FINISHED_FILE).exists():  # fit returned after a graceful abort (Ctrl-C)
+        raise KeyboardInterrupt
 

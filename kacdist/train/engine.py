@@ -54,6 +54,8 @@ class Engine(Protocol):
 
     def state_dict(self) -> dict: ...
 
+    def optimizer_state_bytes(self) -> int: ...
+
 
 def _optimizer_and_schedule(module: nn.Module, lr: float, weight_decay: float, total_steps: int,
                             warmup_frac: float, flat_frac: float):
@@ -96,6 +98,14 @@ class TorchEngine:
     def state_dict(self) -> dict:
         return {"model": self.module.state_dict(), "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict()}
+
+    def optimizer_state_bytes(self) -> int:
+        return _state_bytes(self.optimizer)
+
+
+def _state_bytes(optimizer: torch.optim.Optimizer) -> int:
+    """Bytes of the tensors an optimizer holds in its state (Adam's two moments and step counters)."""
+    return sum(v.numel() * v.element_size() for entry in optimizer.state.values() for v in entry.values() if torch.is_tensor(v))
 
 
 def _import_deepspeed():
@@ -170,6 +180,10 @@ class DeepSpeedEngine:
         """Whole model and optimizer state (a collective under ZeRO: every rank must call it)."""
         optimizer = self.optimizer.state_dict() if self.zero_stage == 0 else self._gather_optimizer()
         return {"model": self.module.state_dict(), "optimizer": optimizer, "scheduler": self.scheduler.state_dict()}
+
+    def optimizer_state_bytes(self) -> int:
+        """This rank's optimizer state: the whole of it at stage 0, its partition under ZeRO 1/2."""
+        return _state_bytes(self.optimizer if self.zero_stage == 0 else self._base())
 
     # ZeRO 1/2: the base optimizer steps flat fp32 partitions; these two functions translate between that
     # layout and torch AdamW's per-parameter state dict.

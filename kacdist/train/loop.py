@@ -156,6 +156,7 @@ def run_loop(
     state = None
     if path is not None:
         state = found[0] if w.is_main else torch.load(path, map_location="cpu", weights_only=True)
+    found = None  # the loaded state is dropped once the engine holds it (an LSUN checkpoint is ~9 GB)
     step = int(state["step"]) if state else 0
     last_ckpt = Path(path) if path else None
     if state is not None:
@@ -246,6 +247,7 @@ def run_loop(
                     "grad_norm": grad_norm,
                     "images_per_s": window_n * s.batch_size / elapsed,
                     "s_per_step": elapsed / window_n,
+                    **memory_row(eng, device),
                     **velocity_norm_row(totals[:VELOCITY_BINS], totals[VELOCITY_BINS:], dim, kac_c),
                 }
                 metrics.append(row)
@@ -286,6 +288,20 @@ def run_loop(
         atomic_write_bytes(run_dir / "DONE", json.dumps(done_info).encode())
     w.barrier()  # no rank returns before DONE exists
     return LoopResult(status, step, kimg, last_ckpt)
+
+
+def memory_row(engine, device: torch.device) -> dict:
+    """Metrics columns: rank 0's optimizer state (its ZeRO partition) and its process's peak memory."""
+    row = {"optimizer_state_mib": engine.optimizer_state_bytes() / 2**20}
+    try:
+        import resource
+
+        row["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    except ImportError:  # not a Unix
+        pass
+    if device.type == "cuda":
+        row["peak_gpu_mib"] = torch.cuda.max_memory_allocated(device) / 2**20
+    return row
 
 
 def _agreed_loss(loss: torch.Tensor, workers: Workers) -> float:

@@ -119,6 +119,12 @@ def _metric_steps(root: Path, stage: str = "teacher") -> list[int]:
     return [r["step"] for r in pq.read_table(root / stage / "metrics.parquet").to_pylist()]
 
 
+def _assert_like_the_straight_run(run: Path, straight_root: Path) -> None:
+    """Every step's metrics row once, and the straight run's weights bit for bit."""
+    assert _metric_steps(run) == list(range(1, 11))
+    _assert_equal(_final(run), _final(straight_root))
+
+
 @pytest.fixture(scope="module")
 def ray_session():
     import ray.cloudpickle
@@ -161,8 +167,7 @@ def test_a_worker_that_raises_is_restarted_and_costs_nothing(straight):
     execute(load_config(["stage=teacher"] + _args(tmp, "raised", "cluster.max_failures=1")), hook=hook)
     # steps 4 and 5 were replayed from the step-3 checkpoint; every metrics row exists once
     assert _steps(record) == [1, 2, 3, 4, 5, 4, 5, 6, 7, 8, 9, 10]
-    assert _metric_steps(tmp / "runs" / "raised") == list(range(1, 11))
-    _assert_equal(_final(tmp / "runs" / "raised"), _final(root))
+    _assert_like_the_straight_run(tmp / "runs" / "raised", root)
 
 
 @pytest.mark.slow
@@ -172,8 +177,7 @@ def test_a_checkpoint_written_but_never_reported_is_resumed_from(straight):
     hook, record = _hook(tmp, "exited", event="checkpoint_written", step=6, rank=0, action="exit")
     execute(load_config(["stage=teacher"] + _args(tmp, "exited", "cluster.max_failures=1")), hook=hook)
     assert _steps(record) == [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]  # resumed at 6 (on disk), not 3 (Ray's last)
-    assert _metric_steps(tmp / "runs" / "exited") == list(range(1, 11))
-    _assert_equal(_final(tmp / "runs" / "exited"), _final(root))
+    _assert_like_the_straight_run(tmp / "runs" / "exited", root)
     pointer = sorted((tmp / "runs" / "exited" / "ray" / "teacher").glob("teacher-*/checkpoint.json"))[-1]
     assert json.loads(pointer.read_text())["step"] == 10  # Ray keeps only a pointer to our checkpoint file
 
@@ -214,8 +218,7 @@ def test_a_failure_beyond_max_failures_names_the_run_and_the_rerun_resumes(strai
     assert "last good checkpoint: " + str(tmp / "runs" / "given_up" / "teacher" / "checkpoints" / "ckpt-000000003.pt") in message
     assert not (tmp / "runs" / "given_up" / "teacher" / "DONE").exists()
     execute(cfg)  # the same command again
-    assert _metric_steps(tmp / "runs" / "given_up") == list(range(1, 11))
-    _assert_equal(_final(tmp / "runs" / "given_up"), _final(root))
+    _assert_like_the_straight_run(tmp / "runs" / "given_up", root)
 
 
 @pytest.mark.slow
@@ -252,7 +255,42 @@ def test_the_ladder_runs_on_two_workers_and_survives_a_crash(straight):
         straight_state, crashed = _final(tmp / "runs" / "ladder", stage), _final(tmp / "runs" / "ladder_crash", stage)
         _assert_equal(crashed, straight_state)
         assert _metric_steps(tmp / "runs" / "ladder_crash", stage) == list(range(1, 7))
-        # ZeRO-2 checkpoints hold the whole Adam state, one entry per parameter
+        # ZeRO-2 checkpoints hold the whole Adam state, one entry per parameter, while each worker held half
         assert len(crashed["optimizer"]["state"]) == len(list(crashed["model"]))
+        whole_mib = 2 * 4 * sum(v.numel() for v in crashed["model"].values()) / 2**20
+        held = pq.read_table(tmp / "runs" / "ladder_crash" / stage / "metrics.parquet").to_pylist()[-1]["optimizer_state_mib"]
+        assert 0.45 < held / whole_mib < 0.55
     source = json.loads((tmp / "runs" / "ladder_crash" / "distill-2-1" / "source.json").read_text())
     assert source["stage"] == "distill-4-2"
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path):
+    """As a user would: `jobs/launch.py ... cluster.workers=2`, Ctrl-C after the first checkpoint, rerun."""
+    import signal
+    import subprocess
+    import time
+
+    repo = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "jobs/launch.py", "stage=teacher"] + _args(tmp_path, "interrupted") + [
+        "train.batch_size=128", "train.total_kimg=3.84", "train.checkpoint_every_kimg=0.384"]
+    first_checkpoint = tmp_path / "runs" / "interrupted" / "teacher" / "checkpoints" / "ckpt-000000003.pt"
+    proc = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + 240
+    while not first_checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out[-3000:]
+    # our last word, and no traceback of the interrupt itself (Ray's placement-group cleaner may print one of
+    # its own monitor thread when the cluster goes away under it: that is Ray's, at shutdown)
+    assert out.strip().splitlines()[-1].startswith("interrupted: rerun the same command to resume")
+    assert "KeyboardInterrupt" not in out and "SystemExit" not in out
+    root = tmp_path / "runs" / "interrupted"
+    assert not (root / "teacher" / "DONE").exists()
+    done = subprocess.run(command, cwd=repo, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    assert "teacher: resumed from" in done.stdout + done.stderr
+    assert _metric_steps(root) == list(range(1, 31))
+    assert json.loads((root / "teacher" / "DONE").read_text())["step"] == 30
+    assert sum(1 for line in (done.stdout + done.stderr).splitlines() if "kacdist.train.loop: teacher step 30 " in line) == 1

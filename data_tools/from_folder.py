@@ -1,9 +1,12 @@
-"""Convert an image folder into shards: ``python -m data_tools.from_folder SRC --out DIR --resolution R``.
+"""Convert an image folder into shards: ``python -m data_tools.from_folder SRC --out DIR [--resolution R]``.
 
 Layout: if ``SRC`` has sub-folders, each one is a class (named after the folder, numbered in sorted
 order) holding images at any depth; if it holds only image files, or with ``--unlabelled``, every image
 below ``SRC`` is an unlabelled sample. Each image is oriented by its EXIF tag, its short side scaled to
 the resolution and the centre square kept. Keys are the sanitised relative paths.
+
+Without ``--resolution`` the images' own size is kept when they are all the same square size (28x28 stays
+28x28); without ``--channels`` grey images stay grey (1 channel) and anything in colour becomes RGB.
 """
 
 from __future__ import annotations
@@ -116,13 +119,35 @@ def list_folder(root: Path, unlabelled: bool) -> tuple[list[SourceItem], tuple[s
     return items, tuple(class_names)
 
 
+GREY_MODES: Final = frozenset({"1", "L", "LA", "I", "I;16", "F"})
+
+
+def native_shape(root: Path, items: Sequence[SourceItem]) -> tuple[int | None, int]:
+    """(the side length if every image is the same square size, else None; 1 if every image is grey, else 3),
+    read from the image headers alone."""
+    sizes, grey = set(), True
+    for item in items:
+        try:
+            with Image.open(root / str(item.locator)) as image:
+                sizes.add(image.size)
+                grey = grey and image.mode in GREY_MODES
+        except (OSError, ValueError):  # unreadable: the conversion reports it by path
+            continue
+    if not sizes:
+        return None, 3
+    side = next(iter(sizes))[0] if len(sizes) == 1 and len(set(next(iter(sizes)))) == 1 else None
+    return side, 1 if grey else 3
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m data_tools.from_folder", description=__doc__.split("\n\n")[0])
     parser.add_argument("source", type=Path, help="image folder (class sub-folders, or images for unlabelled data)")
-    parser.add_argument("--resolution", type=int, required=True, help="output side length in pixels")
+    parser.add_argument("--resolution", type=int, default=None,
+                        help="output side length in pixels (default: the images' own, when they share one square size)")
     parser.add_argument("--split", default="train", help="split name, used as the shard prefix (default train)")
     parser.add_argument("--unlabelled", action="store_true", help="ignore sub-folders as classes")
-    parser.add_argument("--channels", type=int, choices=(1, 3), default=3, help="3 = RGB, 1 = grey (default 3)")
+    parser.add_argument("--channels", type=int, choices=(1, 3), default=None,
+                        help="3 = RGB, 1 = grey (default: 1 when every image is grey, else 3)")
     parser.add_argument("--resample", choices=sorted(RESAMPLING_FILTERS), default="bicubic", help="resize filter")
     parser.add_argument("--name", default=None, help="dataset name for the card (default: source folder name)")
     add_output_arguments(parser, default_format="png", default_shard_size=1000)
@@ -137,6 +162,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not items:
         print(f"error: no images found under {args.source}", file=sys.stderr)
         return 1
+    if args.resolution is None or args.channels is None:
+        side, channels = native_shape(args.source, items)
+        if args.resolution is None and side is None:
+            print(f"error: the images under {args.source} differ in size or are not square: give --resolution", file=sys.stderr)
+            return 2
+        args.resolution = args.resolution or side
+        args.channels = args.channels or channels
     description = DatasetDescription(
         name=args.name or args.source.resolve().name,
         source=f"image folder {args.source.resolve()}",

@@ -13,9 +13,17 @@ from kacdist.config.schema import RunConfig
 
 
 def execute(cfg: RunConfig, **fit_options):
+    from kacdist.config.loader import save_run_config
     from kacdist.stages import dispatch
 
-    if cfg.cluster.workers >= 1 and cfg.stage in dispatch.TRAINING_STAGES:
+    distributed = cfg.cluster.workers >= 1 and cfg.stage in dispatch.TRAINING_STAGES
+    if distributed:
+        from kacdist.cluster.ray_train import plan_workers
+
+        plan_workers(cfg)  # a run this machine cannot hold is refused before anything is written
+    if cfg.stage in dispatch.TRAINING_STAGES:
+        save_run_config(cfg)  # the run owns its config from its first training stage on (kacdist.config.run_config)
+    if distributed:
         from kacdist.cluster.ray_train import fit
 
         fit(cfg, **fit_options)

@@ -3,9 +3,11 @@
     python jobs/launch.py stage=teacher cluster=local dataset=digits train.total_kimg=100 kac.a=30
 
 A token ``group=name`` (group in GROUPS) merges ``configs/<group>/<name>.yaml``; any other ``key=value``
-is a dotted override. Order: schema defaults → configs/defaults.yaml → dataset → model → stage → cluster →
-overrides, so a dataset file may set the Kac parameters and the model preset it wants and the command line
-has the last word. Everything is validated before any work starts.
+is a dotted override. Order: schema defaults → configs/defaults.yaml → the group files chosen by default
+(configs/defaults.yaml's ``groups``) → the group files named on the command line → dotted overrides; within
+each kind in the order dataset, model, stage, cluster. So a dataset file sets the Kac parameters, model
+preset and schedule of its data (Table B-1) over the default model, a ``model=`` on the command line beats
+the dataset's preset, and dotted keys have the last word. Everything is validated before any work starts.
 """
 
 from __future__ import annotations
@@ -35,10 +37,11 @@ def _load_yaml(path: Path) -> DictConfig:
         raise ConfigError(f"cannot read {path}: {err}") from err
 
 
-def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig:
-    """Parse ``group=name`` and ``dotted.key=value`` tokens into a validated RunConfig object."""
+def _parse(argv: Sequence[str], config_dir: Path) -> tuple[dict, set, list[str]]:
+    """(group choices, the groups named on the command line, dotted overrides)."""
     choices = dict(_load_yaml(config_dir / "defaults.yaml")["groups"]) if (config_dir / "defaults.yaml").exists() else {}
     overrides: list[str] = []
+    named: set[str] = set()
     for token in argv:
         if "=" not in token or token.startswith("-"):
             raise ConfigError(f"cannot parse {token!r}: use group=name ({', '.join(GROUPS)}) or dotted.key=value")
@@ -47,34 +50,121 @@ def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig
             overrides.append(f"distill.init={value}")
         elif key in GROUPS:
             choices[key] = value
+            named.add(key)
         else:
             overrides.append(token)
+    return choices, named, overrides
+
+
+def _group_file(config_dir: Path, group: str, name: str) -> DictConfig:
+    path = config_dir / group / f"{name}.yaml"
+    if not path.exists():
+        raise ConfigError(f"{group}={name!r} does not exist; valid: {', '.join(available(group, config_dir))}")
+    return _load_yaml(path)
+
+
+def _merge(merged: DictConfig, origin: str, layer: DictConfig) -> DictConfig:
+    try:
+        return OmegaConf.merge(merged, layer)
+    except OmegaConfBaseException as err:
+        raise ConfigError(f"{origin}: {str(err).splitlines()[0]} (full key: {getattr(err, 'full_key', '?')})") from err
+
+
+def _fresh(choices: dict, named: set, overrides: list[str], config_dir: Path) -> DictConfig:
     merged = OmegaConf.structured(RunConfig)
-    layers = []
     base = config_dir / "defaults.yaml"
     if base.exists():
         layer = _load_yaml(base)
         layer.pop("groups", None)
-        layers.append((str(base), layer))
-    for group in ("dataset", "model", "stage", "cluster"):
-        name = choices.get(group)
-        if name is None:
-            continue
-        path = config_dir / group / f"{name}.yaml"
-        if not path.exists():
-            raise ConfigError(f"{group}={name!r} does not exist; valid: {', '.join(available(group, config_dir))}")
-        layers.append((str(path), _load_yaml(path)))
-    layers.append(("command line", OmegaConf.from_dotlist(overrides)))
-    for origin, layer in layers:
-        try:
-            merged = OmegaConf.merge(merged, layer)
-        except OmegaConfBaseException as err:
-            raise ConfigError(f"{origin}: {str(err).splitlines()[0]} (full key: {getattr(err, 'full_key', '?')})") from err
+        merged = _merge(merged, str(base), layer)
+    # group files chosen by default go first, those named on the command line after them: `dataset=cifar10`
+    # then brings its own model preset over the default `model: tiny`, and `model=lightweight` beats the
+    # dataset's preset; dotted keys on the command line come last of all
+    order = [g for g in GROUPS if g not in named] + [g for g in GROUPS if g in named]
+    for group in order:
+        if choices.get(group) is not None:
+            merged = _merge(merged, f"{group}={choices[group]}", _group_file(config_dir, group, choices[group]))
+    return _merge(merged, "command line", OmegaConf.from_dotlist(overrides))
+
+
+# what a group token names, as opposed to the defaults its file brings (a schedule, Table B-1's Kac): a later
+# `dataset=folder` agrees with a run trained on it with other settings given on the command line
+IDENTITY = {"dataset": ("name", "source", "path", "urls"), "model": ("preset",)}
+
+
+def _continued(saved: Path, fresh: DictConfig, choices: dict, named: set, overrides: list[str], config_dir: Path) -> DictConfig:
+    """The run's saved config with this command's own settings applied (kacdist.config.run_config)."""
+    from kacdist.config.run_config import conflict_message, frozen_differences
+
+    root = saved.parent
+    run = _merge(OmegaConf.structured(RunConfig), str(saved), _load_yaml(saved))
+    for group in ("dataset", "model"):
+        if group in named:  # accepted when it names what the run has; never merged again
+            layer = _group_file(config_dir, group, choices[group]).get(group) or {}
+            for key in IDENTITY[group]:
+                if key in layer and layer[key] not in ("", None) and layer[key] != run[group][key]:
+                    raise ConfigError(conflict_message(root, f"{group}={choices[group]}", f"{group}.{key}", run[group][key], layer[key]))
+    if "cluster" in named:
+        run = _merge(run, f"cluster={choices['cluster']}", _group_file(config_dir, "cluster", choices["cluster"]))
+    trial = _merge(run, "command line", OmegaConf.from_dotlist(overrides))
+    for key, was, now in frozen_differences(run, trial):
+        raise ConfigError(conflict_message(root, f"{key}={now}", key, was, now))
+    for key in ("runs_dir", "run_name", "print_config"):  # where the run was found, and this command's own flag
+        trial[key] = fresh[key]
+    return trial
+
+
+def _resolve(merged: DictConfig, choices: dict) -> RunConfig:
+    from kacdist.config.dataset_card import DatasetCardError, complete_dataset
+
     if "stage" in choices:
         merged.stage = choices["stage"]
     cfg: RunConfig = OmegaConf.to_object(merged)  # type: ignore[assignment]
-    validate_config(cfg)
+    try:
+        complete_dataset(cfg.dataset)
+    except DatasetCardError as err:
+        raise ConfigError(str(err)) from None
+    if not cfg.run_name:
+        cfg.run_name = cfg.dataset.name
     return cfg
+
+
+def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig:
+    """Parse ``group=name`` and ``dotted.key=value`` tokens into a validated RunConfig object.
+
+    A run that has trained continues from its saved config (kacdist.config.run_config)."""
+    from kacdist.config.run_config import RUN_CONFIG, RunConfigConflict, check_finished_distill_stages, has_trained
+
+    choices, named, overrides = _parse(argv, config_dir)
+    fresh = _fresh(choices, named, overrides, config_dir)
+    cfg = _resolve(fresh.copy(), choices)
+    root = Path(cfg.runs_dir).expanduser() / cfg.run_name
+    if (root / RUN_CONFIG).exists() and has_trained(root):
+        fresh.run_name = cfg.run_name
+        cfg = _resolve(_continued(root / RUN_CONFIG, fresh, choices, named, overrides, config_dir), choices)
+    validate_config(cfg)
+    if cfg.stage in ("distill", "ladder"):
+        from kacdist.stages.distill import distill_stage_name
+
+        dc = cfg.distill
+        pairs = list(zip(dc.ladder, dc.ladder[1:])) if cfg.stage == "ladder" else [(dc.teacher_steps, dc.student_steps)]
+        try:
+            check_finished_distill_stages(root, [distill_stage_name(t, s, dc.tag) for t, s in pairs],
+                                          OmegaConf.to_container(OmegaConf.structured(dc)))
+        except RunConfigConflict as err:
+            raise ConfigError(str(err)) from None
+    return cfg
+
+
+def save_run_config(cfg: RunConfig) -> Path:
+    """Save ``cfg`` as its run's config (``runs/<run>/config.yaml``). ``load_config`` has already refused any
+    change of what the run trained with, so this records the free settings the latest training stage used:
+    rerunning that command without them resumes with the same ones."""
+    from kacdist.config.run_config import RUN_CONFIG
+
+    path = Path(cfg.runs_dir).expanduser() / cfg.run_name / RUN_CONFIG
+    save_config(cfg, path)
+    return path
 
 
 def to_yaml(cfg: RunConfig) -> str:

@@ -23,19 +23,24 @@ class KacConfig:
 
 @dataclass
 class DatasetConfig:
-    name: str = "digits"
+    name: str = ""  # "": the dataset card's name (or "digits")
     # "digits": scikit-learn's digits, written once to WebDataset shards in cache_dir (the embedded default);
     # "shards": WebDataset shards at ``urls`` (paths, globs, brace lists or pipe: commands)
     source: str = "digits"
-    urls: str = ""
-    resolution: int = 16
-    channels: int = 1
-    num_classes: int = 10  # 0 means unconditional
-    hflip: bool = False
+    # a dataset directory written by data_tools (dataset.json + manifest + shards): the shape, the classes and
+    # the training shards are read from its card (kacdist.config.dataset_card)
+    path: str = ""
+    urls: str = ""  # "": the training shards named by the card at ``path``
+    resolution: Optional[int] = None  # None: the card's; any size (docs/models.md, "Any image size")
+    channels: Optional[int] = None  # None: the card's (1 grey, 3 RGB)
+    num_classes: Optional[int] = None  # None: the card's (labelled data trains class-conditional); 0: unconditional
+    class_names: List[str] = field(default_factory=list)  # from the card, for reports
+    hflip: bool = False  # horizontal flips: wrong for digits, text, most medical and satellite data
     cache_dir: str = "~/.cache/kacdist"
-    # the data is small enough to be held in memory: batches are then a pure function of (seed, step),
-    # which makes resumed runs bit-identical to straight ones
-    in_memory: bool = True
+    # held in memory: batches are then a pure function of (seed, step), which makes resumed runs bit-identical
+    # to straight ones; None: in memory when the decoded training split fits in dataset.in_memory_limit_mib
+    in_memory: Optional[bool] = None
+    in_memory_limit_mib: int = 2048
     num_workers: int = 0
 
 
@@ -169,7 +174,7 @@ class ClusterConfig:
 @dataclass
 class RunConfig:
     stage: str = "teacher"
-    run_name: str = "digits"
+    run_name: str = ""  # "": the dataset's name
     runs_dir: str = "runs"
     print_config: bool = False
     kac: KacConfig = field(default_factory=KacConfig)

@@ -56,10 +56,11 @@ def validate_config(cfg: RunConfig) -> None:
     d = cfg.dataset
     _choice("dataset.source", d.source, SOURCES)
     if d.source == "shards" and not d.urls:
-        raise ConfigError("dataset.urls is empty: dataset.source=shards needs a shard path, glob, brace list or pipe: URL")
-    _positive("dataset.resolution", d.resolution)
-    if d.resolution & (d.resolution - 1):
-        raise ConfigError(f"dataset.resolution={d.resolution} is invalid: must be a power of two")
+        raise ConfigError("dataset.urls is empty: dataset.source=shards needs dataset.path=<a directory written by a "
+                          "data_tools converter> or dataset.urls=<shard path, glob, brace list or pipe: URL>")
+    if isinstance(d.resolution, bool) or not isinstance(d.resolution, int) or d.resolution < 4:
+        raise ConfigError(f"dataset.resolution={d.resolution!r} is invalid: an image side of at least 4 pixels (any size; "
+                          "the network pads it inside, docs/models.md)")
     _choice("dataset.channels", d.channels, [1, 3])
     _nonnegative("dataset.num_classes", d.num_classes)
     _nonnegative("dataset.num_workers", d.num_workers)
@@ -114,11 +115,25 @@ def validate_config(cfg: RunConfig) -> None:
     _positive("cluster.timeout_min", cfg.cluster.timeout_min)
     if not cfg.sample.source or "/" in cfg.sample.source:
         raise ConfigError(f"sample.source={cfg.sample.source!r} is invalid: a stage name such as teacher or distill-100-20")
-    try:
-        from kacdist.models.presets import PRESETS
-    except ImportError:  # the model package is optional for stages that do not build a network
-        return
+    _validate_model(cfg)
+
+
+def _validate_model(cfg: RunConfig) -> None:
+    """The network of model.preset at the data's shape builds: refused here, naming the keys, never by a
+    traceback after the run has started."""
+    from kacdist.models.presets import PRESETS, get_preset
+
     _choice("model.preset", cfg.model.preset, sorted(PRESETS))
+    d = cfg.dataset
+    overrides = dict(image_size=d.resolution, in_channels=d.channels, num_classes=d.num_classes or None)
+    if cfg.model.dropout is not None:
+        overrides["dropout"] = cfg.model.dropout
+    try:
+        get_preset(cfg.model.preset, **overrides)
+    except ValueError as err:
+        raise ConfigError(
+            f"model.preset={cfg.model.preset} cannot be built for dataset.resolution={d.resolution}, "
+            f"dataset.channels={d.channels}, dataset.num_classes={d.num_classes}: {err}") from None
 
 
 def _validate_parallel(cfg: RunConfig) -> None:

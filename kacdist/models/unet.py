@@ -34,6 +34,11 @@ Project-specific choices (documented in docs/models.md):
 * GroupNorm uses 32 groups, or the largest divisor of the channel count below 32 when that does not divide
   it (e.g. 16 channels → 16 groups); it is computed in float32 and cast back, as ADM does, so it is stable
   under bf16 autocast. The output is returned in the dtype of ``x`` (float32 under autocast for a float32 x).
+* Any image size. Attention is placed by level index (``attention_levels``: 0 is the full resolution), so a
+  preset keeps its architecture, and its parameter count, at whatever resolution the data has. A side that
+  is not a multiple of 2^(levels - 1) is zero-padded on the right and bottom to the next multiple before the
+  stem and the output is cropped back: ``tiny`` (2 levels) takes 28x28 as it is (28 -> 14), ``lightweight``
+  (4 levels) runs 28x28 data at 32x32 (levels 32, 16, 8, 4) and returns 28x28.
 * ``use_checkpoint`` recomputes each encoder/middle/decoder block in the backward pass
   (``torch.utils.checkpoint``, non-reentrant, RNG state preserved so dropout masks agree) whenever gradients
   are being recorded.
@@ -63,15 +68,16 @@ NORM_GROUPS = 32
 @dataclass(frozen=True)
 class UNetConfig:
     """Hyperparameters of the ADM UNet. Defaults are ADM's (guided-diffusion ``model_and_diffusion_defaults``)
-    where the project has no reason to differ; ``attention_resolutions`` is given in pixels (16 means the
-    16x16 feature maps), not in ADM's downsampling factors."""
+    where the project has no reason to differ. ``attention_levels`` are level indices (0: the full
+    resolution, 1: after one downsampling, ...), not ADM's pixel sizes, so a configuration means the same
+    network at any ``image_size``; ``attention_resolutions`` gives the pixel sizes they fall on."""
 
     image_size: int = 32
     in_channels: int = 3
     model_channels: int = 128
     channel_mult: Tuple[int, ...] = (1, 2, 2, 2)
     num_res_blocks: int = 2
-    attention_resolutions: Tuple[int, ...] = (16, 8)
+    attention_levels: Tuple[int, ...] = (1, 2)
     num_head_channels: int = 64
     dropout: float = 0.0
     num_classes: Optional[int] = None
@@ -84,7 +90,7 @@ class UNetConfig:
 
     def __post_init__(self) -> None:
         # config loaders (omegaconf, YAML) hand over lists; keep the dataclass hashable and immutable
-        for name in ("channel_mult", "attention_resolutions"):
+        for name in ("channel_mult", "attention_levels"):
             value = getattr(self, name)
             if isinstance(value, (list, tuple)):
                 object.__setattr__(self, name, tuple(value))
@@ -96,9 +102,20 @@ class UNetConfig:
         return len(self.channel_mult)
 
     @property
+    def padded_size(self) -> int:
+        """``image_size`` rounded up to a multiple of 2^(levels - 1), the size the network runs at."""
+        factor = 2 ** (self.num_levels - 1)
+        return -(-self.image_size // factor) * factor
+
+    @property
     def resolutions(self) -> Tuple[int, ...]:
         """Feature-map side length at each level, highest first (e.g. 32, 16, 8, 4)."""
-        return tuple(self.image_size // 2**i for i in range(self.num_levels))
+        return tuple(self.padded_size // 2**i for i in range(self.num_levels))
+
+    @property
+    def attention_resolutions(self) -> Tuple[int, ...]:
+        """Feature-map sizes (pixels) of the attention levels at this image size (e.g. 16, 8, 4)."""
+        return tuple(self.resolutions[level] for level in self.attention_levels)
 
     @property
     def output_channels(self) -> int:
@@ -143,26 +160,17 @@ class UNetConfig:
             or any(isinstance(m, bool) or not isinstance(m, int) or m < 1 for m in cm)
         ):
             raise bad("channel_mult", "must be a non-empty tuple of integers >= 1, e.g. (1, 2, 2, 2)")
-        factor = 2 ** (len(cm) - 1)
-        if self.image_size % factor != 0:
-            raise bad(
-                "image_size",
-                f"must be divisible by 2^(len(channel_mult)-1) = {factor} for channel_mult={cm}",
-            )
-        ar = self.attention_resolutions
-        if not isinstance(ar, tuple) or any(isinstance(r, bool) or not isinstance(r, int) for r in ar):
-            raise bad("attention_resolutions", "must be a tuple of integers (feature-map sizes in pixels)")
+        al = self.attention_levels
+        if not isinstance(al, tuple) or any(isinstance(v, bool) or not isinstance(v, int) for v in al):
+            raise bad("attention_levels", "must be a tuple of level indices (0 = full resolution)")
+        for level in al:
+            if not 0 <= level < len(cm):
+                raise bad("attention_levels", f"{level} is not a level; allowed values are 0..{len(cm) - 1} (one per channel_mult entry)")
         reached = self.resolutions
-        for r in ar:
-            if r not in reached:
-                raise bad(
-                    "attention_resolutions",
-                    f"{r} is not reached; allowed values are the level resolutions {reached}",
-                )
         # every attention layer needs channels divisible by the head width (the middle block always has one)
         for level, r in enumerate(reached):
             ch = self.model_channels * cm[level]
-            needs_attention = r in ar or level == len(cm) - 1
+            needs_attention = level in al or level == len(cm) - 1
             if needs_attention and ch % self.num_head_channels != 0:
                 raise bad(
                     "num_head_channels",
@@ -363,7 +371,7 @@ class UNet(nn.Module):
         self.cfg = cfg
         self.use_checkpoint = cfg.use_checkpoint
         mc, ted = cfg.model_channels, cfg.time_embed_dim
-        attn_at = set(cfg.attention_resolutions)
+        attn_at = set(cfg.attention_levels)
 
         self.time_embed = nn.Sequential(nn.Linear(mc, ted), nn.SiLU(), nn.Linear(ted, ted))
         self.label_emb = nn.Embedding(cfg.num_classes + 1, ted) if cfg.num_classes is not None else None
@@ -374,12 +382,11 @@ class UNet(nn.Module):
         ch = mc * cfg.channel_mult[0]
         self.input_blocks = nn.ModuleList([EmbedSequential(nn.Conv2d(cfg.in_channels, ch, 3, padding=1))])
         skip_channels = [ch]
-        res = cfg.image_size
         for level, mult in enumerate(cfg.channel_mult):
             for _ in range(cfg.num_res_blocks):
                 layers: list[nn.Module] = [resblock(ch, mc * mult)]
                 ch = mc * mult
-                if res in attn_at:
+                if level in attn_at:
                     layers.append(AttentionBlock(ch, cfg.num_head_channels))
                 self.input_blocks.append(EmbedSequential(*layers))
                 skip_channels.append(ch)
@@ -387,7 +394,6 @@ class UNet(nn.Module):
                 down = resblock(ch, ch, down=True) if cfg.resblock_updown else Downsample(ch, cfg.conv_resample)
                 self.input_blocks.append(EmbedSequential(down))
                 skip_channels.append(ch)
-                res //= 2
 
         self.middle_block = EmbedSequential(
             resblock(ch, ch), AttentionBlock(ch, cfg.num_head_channels), resblock(ch, ch)
@@ -398,13 +404,13 @@ class UNet(nn.Module):
             for i in range(cfg.num_res_blocks + 1):
                 layers = [resblock(ch + skip_channels.pop(), mc * mult)]
                 ch = mc * mult
-                if res in attn_at:
+                if level in attn_at:
                     layers.append(AttentionBlock(ch, cfg.num_head_channels))
                 if level and i == cfg.num_res_blocks:
                     layers.append(resblock(ch, ch, up=True) if cfg.resblock_updown else Upsample(ch, cfg.conv_resample))
-                    res *= 2
                 self.output_blocks.append(EmbedSequential(*layers))
-        assert not skip_channels and res == cfg.image_size
+        assert not skip_channels
+        self._factor = 2 ** (cfg.num_levels - 1)
 
         self.out = nn.Sequential(
             GroupNorm32(ch), nn.SiLU(), zero_(nn.Conv2d(ch, cfg.output_channels, 3, padding=1))
@@ -461,7 +467,9 @@ class UNet(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.cfg.in_channels:
             raise ValueError(f"x must be (B, {self.cfg.in_channels}, H, W); got {tuple(x.shape)}")
         emb = self.embed(t, y, x.shape[0])
-        h = x
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self._factor, -width % self._factor
+        h = F.pad(x, (0, pad_w, 0, pad_h)) if pad_h or pad_w else x  # zeros right and bottom (module docstring)
         stack = []
         for block in self.input_blocks:
             h = self._block(block, h, emb)
@@ -469,7 +477,7 @@ class UNet(nn.Module):
         h = self._block(self.middle_block, h, emb)
         for block in self.output_blocks:
             h = self._block(block, torch.cat([h, stack.pop().to(h.dtype)], dim=1), emb)
-        return self.out(h).to(x.dtype)
+        return self.out(h)[..., :height, :width].to(x.dtype)
 
 
 def build_unet(cfg: UNetConfig) -> UNet:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -23,6 +24,24 @@ from kacdist.stages.common import load_stage_state, model_from_state, stage_dir
 from kacdist.train.device import autocast_dtype, resolve_device
 
 log = logging.getLogger(__name__)
+
+
+def number_token(value: float) -> str:
+    """A float as the shortest text that reads back as the same float ("1.2", "1", "0.0001"): file names
+    built from it never merge two settings, as a fixed number of digits would."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
+
+
+def sample_stem(source: str, integrator: str, steps: int, guidance: float, seed: int = 0) -> str:
+    """``[<source>-]<integrator>-<steps>-w<guidance>[-seed<seed>]``: one name per setting."""
+    prefix = "" if source == "teacher" else f"{source}-"
+    return f"{prefix}{integrator}-{steps}-w{number_token(guidance)}" + (f"-seed{seed}" if seed else "")
+
+
+def _with(stem: Path, suffix: str) -> Path:
+    # not Path.with_suffix: it takes the ".2" of "w1.2" for a suffix and replaces it
+    return stem.parent / (stem.name + suffix)
 
 
 def sample_labels(cfg: RunConfig, n: int) -> torch.Tensor | None:
@@ -59,11 +78,10 @@ def run_sample(cfg: RunConfig) -> dict:
     )
     out = stage_dir(cfg, "sample")
     out.mkdir(parents=True, exist_ok=True)
-    prefix = "" if sc.source == "teacher" else f"{sc.source}-"
-    stem = out / f"{prefix}{sc.integrator}-{sc.steps}-w{sc.guidance:g}"
+    stem = out / sample_stem(sc.source, sc.integrator, sc.steps, sc.guidance, sc.seed)
     images = result.uint8()
-    save_png(image_grid(images[: min(len(images), 100)]), stem.with_suffix(".png"))
-    np.savez_compressed(stem.with_suffix(".npz"), images=images, labels=result.labels.numpy(), seeds=np.array(seeds))
+    save_png(image_grid(images[: min(len(images), 100)]), _with(stem, ".png"))
+    np.savez_compressed(_with(stem, ".npz"), images=images, labels=result.labels.numpy(), seeds=np.array(seeds))
     summary = {
         "checkpoint": str(ckpt),
         "source": sc.source,
@@ -76,6 +94,6 @@ def run_sample(cfg: RunConfig) -> dict:
         "images_per_s": result.images_per_s,
         "seconds": result.seconds,
     }
-    stem.with_suffix(".json").write_text(json.dumps(summary, indent=2))
+    _with(stem, ".json").write_text(json.dumps(summary, indent=2))
     log.info("%d images, %d NFE each, %.1f images/s -> %s.{png,npz,json}", sc.num_images, result.nfe, result.images_per_s, stem)
     return summary

@@ -37,7 +37,9 @@ def test_defaults_and_groups_merge_in_order():
         (["stage=distil"], "stage='distil' does not exist; valid:"),
         (["train.warmup_frac=0.5", "train.flat_frac=0.6"], "must be <= 1"),
         (["--lr", "3"], "cannot parse '--lr'"),
-        (["dataset=folder"], "dataset.urls is empty"),
+        (["dataset=folder"], "dataset.resolution, dataset.channels, dataset.num_classes not set and there is no dataset card"),
+        (["dataset=folder", "dataset.resolution=28", "dataset.channels=1", "dataset.num_classes=0"], "dataset.urls is empty"),
+        (["dataset.resolution=2"], "dataset.resolution=2 is invalid: an image side of at least 4 pixels"),
         (["sample.labels=[3,12]"], "sample.labels contains 12: classes are 0..9"),
         (["stage=distill", "distill.student_steps=3"], "distill.teacher_steps=100 is not a multiple of distill.student_steps=3"),
         (["stage=distill", "distill.teacher_steps=4", "distill.student_steps=4"], "must be smaller than distill.teacher_steps=4"),
@@ -83,3 +85,13 @@ def test_launcher_prints_config_and_rejects_typos_before_any_work(tmp_path):
     )
     assert bad.returncode == 2 and "Did you mean: 'lr'?" in bad.stderr
     assert not any(tmp_path.iterdir())  # nothing was created
+
+
+@pytest.mark.parametrize("dataset,preset", [("digits", "tiny"), ("cifar10", "cifar10"), ("celeba64", "celeba64"),
+                                            ("lsun_bedroom256", "lsun_bedroom256")])
+def test_each_dataset_brings_its_own_preset_unless_the_command_line_names_one(dataset, preset):
+    cfg = load_config([f"dataset={dataset}"])
+    assert cfg.model.preset == preset and cfg.run_name == dataset  # Table B-1; the run is named after the data
+    assert load_config([f"dataset={dataset}", "model=lightweight"]).model.preset == "lightweight"
+    assert load_config(["model=lightweight", f"dataset={dataset}"]).model.preset == "lightweight"  # order does not matter
+    assert load_config([f"dataset={dataset}", "model.preset=tiny"]).model.preset == "tiny"

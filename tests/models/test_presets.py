@@ -75,7 +75,8 @@ def test_presets_match_the_paper_tables(name):
 def test_tiny_preset_is_a_small_conditional_digits_model():
     cfg = PRESETS["tiny"]
     assert (cfg.image_size, cfg.in_channels, cfg.num_classes) == (16, 1, 10)
-    assert cfg.model_channels == 32 and cfg.num_res_blocks == 2 and cfg.attention_resolutions == (8,)
+    assert cfg.model_channels == 32 and cfg.num_res_blocks == 2 and cfg.attention_levels == (1,)
+    assert cfg.attention_resolutions == (8,)
     assert cfg.num_head_channels == 32 and cfg.use_scale_shift_norm and cfg.resblock_updown
     assert 300_000 <= EXPECTED_PARAMS["tiny"] <= 500_000
 
@@ -162,10 +163,11 @@ def test_get_preset_overrides_and_validates():
     assert cfg.num_classes is None and cfg.dropout == 0.1 and cfg.image_size == 16
     assert PRESETS["tiny"].num_classes == 10 and PRESETS["tiny"].dropout == 0.0  # presets are not mutated
     assert get_preset("cifar10") == PRESETS["cifar10"]
-    with pytest.raises(ValueError, match=r"UNetConfig\.image_size .*divisible by"):
-        get_preset("cifar10", image_size=36)
-    with pytest.raises(ValueError, match=r"UNetConfig\.attention_resolutions .*\(64, 32, 16, 8\)"):
-        get_preset("cifar10", image_size=64)  # 4x4 attention is not reached any more
+    # attention sits at the same levels at any size, so a preset keeps its parameter count
+    assert get_preset("cifar10", image_size=64).attention_resolutions == (32, 16, 8)
+    assert get_preset("cifar10", image_size=36).padded_size == 40
+    with pytest.raises(ValueError, match=r"UNetConfig\.attention_levels .*allowed values are 0\.\.3"):
+        get_preset("cifar10", attention_levels=(4,))
     with pytest.raises(ValueError, match=r"unknown UNetConfig field\(s\) \['num_class'\]; valid fields: .*num_classes"):
         get_preset("tiny", num_class=3)
 
@@ -187,3 +189,11 @@ def test_throughput_benchmark_runs():
     assert result.params == EXPECTED_PARAMS["tiny"] and len(result.step_times) == 2
     assert result.images_per_s > 0 and "493,025 parameters" in result.summary()
     main(["tiny", "--batch", "2", "--steps", "1", "--warmup", "0", "--set", "num_classes=None"])
+
+
+@pytest.mark.parametrize("name", ["tiny", "lightweight"])
+@pytest.mark.parametrize("size", [16, 28, 32, 64])
+def test_small_presets_build_at_common_data_sizes_with_their_parameter_count(name, size):
+    with torch.device("meta"):
+        model = build_unet(get_preset(name, image_size=size))
+    assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMS[name]

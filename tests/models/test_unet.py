@@ -34,7 +34,7 @@ def small_cfg(**overrides) -> UNetConfig:
         model_channels=32,
         channel_mult=(1, 2),
         num_res_blocks=1,
-        attention_resolutions=(4,),
+        attention_levels=(1,),
         num_head_channels=32,
         dropout=0.0,
         num_classes=NUM_CLASSES,
@@ -67,7 +67,7 @@ VARIANTS = [
     pytest.param(dict(resblock_updown=False), id="scaleshift-convresample"),
     pytest.param(dict(resblock_updown=False, conv_resample=False), id="scaleshift-poolnearest"),
     pytest.param(dict(use_scale_shift_norm=False), id="addnorm-updown"),
-    pytest.param(dict(num_classes=None, channel_mult=(1, 2, 2), attention_resolutions=(8, 2)), id="uncond-3lvl"),
+    pytest.param(dict(num_classes=None, channel_mult=(1, 2, 2), attention_levels=(0, 2)), id="uncond-3lvl"),
 ]
 
 
@@ -358,10 +358,10 @@ def test_checkpointing_under_bf16_autocast():
 @pytest.mark.parametrize(
     "overrides,field,allowed",
     [
-        (dict(image_size=10, channel_mult=(1, 2, 2)), "image_size", "divisible by 2^(len(channel_mult)-1) = 4"),
         (dict(image_size=0), "image_size", ">= 1"),
-        (dict(attention_resolutions=(3,)), "attention_resolutions", "allowed values are the level resolutions (8, 4)"),
-        (dict(attention_resolutions=(16,)), "attention_resolutions", "(8, 4)"),
+        (dict(attention_levels=(2,)), "attention_levels", "2 is not a level; allowed values are 0..1"),
+        (dict(attention_levels=(-1,)), "attention_levels", "allowed values are 0..1"),
+        (dict(attention_levels=(1.0,)), "attention_levels", "tuple of level indices"),
         (dict(dropout=-0.1), "dropout", "[0, 1)"),
         (dict(dropout=1.0), "dropout", "[0, 1)"),
         (dict(num_head_channels=48), "num_head_channels", "divisor of"),
@@ -388,8 +388,8 @@ def test_invalid_configs_are_refused_naming_the_field(overrides, field, allowed)
 
 
 def test_config_lists_become_tuples_and_replace_checks_names():
-    cfg = UNetConfig(channel_mult=[1, 2], attention_resolutions=[16], image_size=32)
-    assert cfg.channel_mult == (1, 2) and cfg.attention_resolutions == (16,)
+    cfg = UNetConfig(channel_mult=[1, 2], attention_levels=[1], image_size=32)
+    assert cfg.channel_mult == (1, 2) and cfg.attention_levels == (1,) and cfg.attention_resolutions == (16,)
     cfg.validate()
     hash(cfg)
     with pytest.raises(ValueError, match=r"unknown UNetConfig field\(s\) \['dropuot'\].*dropout"):
@@ -402,3 +402,17 @@ def test_default_config_is_valid_and_builds():
     assert cfg.time_scale == 1.0 and cfg.num_head_channels == 64 and cfg.num_classes is None
     with torch.device("meta"):
         assert build_unet(cfg).num_parameters() > 0
+
+
+@pytest.mark.parametrize("size", [7, 10, 28])
+def test_any_image_size_runs_padded_inside_and_returns_its_own_size(size):
+    """Sides that do not halve down to the last level are zero-padded right and bottom and cropped back."""
+    cfg = small_cfg(image_size=size, channel_mult=(1, 2, 2))  # 3 levels: multiples of 4 run as they are
+    assert cfg.padded_size == -(-size // 4) * 4 and cfg.attention_resolutions == (cfg.padded_size // 2,)
+    model = perturb_(build_unet(cfg)).eval()
+    x, t, y = inputs(cfg)
+    out = model(x, t, y)
+    assert out.shape == x.shape
+    with torch.no_grad():  # the crop keeps exactly the network's output on the padded input
+        padded = torch.nn.functional.pad(x, (0, cfg.padded_size - size, 0, cfg.padded_size - size))
+        assert torch.equal(model(padded, t, y)[..., :size, :size], out)

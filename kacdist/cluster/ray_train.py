@@ -35,12 +35,14 @@ import torch
 from kacdist.config.schema import RunConfig
 from kacdist.stages.common import run_root
 from kacdist.train.checkpoint import list_checkpoints
-from kacdist.train.loop import NonFiniteLossError
+from kacdist.train.loop import NonFiniteLossError, StopRequested
 
 log = logging.getLogger(__name__)
 
 NONFINITE_FILE = "nonfinite.txt"
 FINISHED_FILE = "finished"
+STOP_FILE = "stop"  # written by the driver on a preemption signal; every worker looks for it each step
+STOPPED_FILE = "stopped.json"  # written by rank 0 once the workers checkpointed and stopped on request
 
 
 class LaunchError(RuntimeError):
@@ -60,10 +62,13 @@ class WorkerPlan:
 
 
 def available_cores() -> int:
+    """This process's cores: its CPU affinity, and inside a SLURM job no more than the job holds on this node."""
     try:
-        return len(os.sched_getaffinity(0))
+        cores = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+        cores = os.cpu_count() or 1
+    allocated = os.environ.get("SLURM_CPUS_ON_NODE", "")
+    return min(cores, int(allocated)) if allocated.isdigit() and int(allocated) > 0 else cores
 
 
 def plan_workers(cfg: RunConfig, cores: int | None = None, gpus: int | None = None) -> WorkerPlan:
@@ -158,14 +163,20 @@ def _train_worker(config: dict) -> None:
         finally:
             shutil.rmtree(pointer, ignore_errors=True)
 
+    stop_file = Path(config["storage"]) / STOP_FILE
     workers = Workers(rank=rank, world_size=ctx.get_world_size(), local_rank=ctx.get_local_rank(), device=device,
-                      report=report, hook=config.get("hook"))
+                      report=report, hook=config.get("hook"), stop_requested=stop_file.exists)
     try:
         dispatch.train(cfg, workers)
     except NonFiniteLossError as err:
         # final, not a failure to retry: every rank stopped at the same step; rank 0 tells the driver
         if rank == 0:
             (Path(config["storage"]) / NONFINITE_FILE).write_text(str(err))
+        return
+    except StopRequested as stopped:  # checkpointed at a step boundary on request: the driver requeues
+        if rank == 0:
+            (Path(config["storage"]) / STOPPED_FILE).write_text(json.dumps(
+                {"name": stopped.name, "step": stopped.step, "checkpoint": str(stopped.checkpoint)}))
         return
     if rank == 0:  # the driver tells a finished run from one that Ray Train aborted (Ctrl-C)
         (Path(config["storage"]) / FINISHED_FILE).write_text("")
@@ -178,27 +189,57 @@ def _last_good_checkpoint(cfg: RunConfig) -> str:
     return str(found[-1]) if found else "none"
 
 
-def fit(cfg: RunConfig, *, hook=None) -> None:
+def _start_ray(plan: WorkerPlan, address: str | None) -> None:
+    import threading
+
+    import ray
+
+    from kacdist.cluster.preemption import children_ignore_signal
+
+    kwargs = dict(include_dashboard=False, log_to_driver=True, logging_level=logging.ERROR,
+                  logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
+                  runtime_env={"worker_process_setup_hook": _quiet_ray_logs})
+    if address:  # a Ray cluster across a SLURM allocation, started by kacdist.cluster.ray_cluster
+        kwargs["address"] = address
+    else:  # a new Ray of our own, even when another job's Ray runs on this node
+        kwargs.update(address="local", num_cpus=plan.cores, num_gpus=torch.cuda.device_count())
+    # ray.init configures the root logger for its own WARNING level: the driver's log lines (the evaluation
+    # that follows training, the SLURM job's messages) keep this process's configuration
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    if threading.current_thread() is threading.main_thread():
+        with children_ignore_signal():  # Ray's daemons and workers must outlive a job-wide USR2
+            ray.init(**kwargs)
+    else:
+        ray.init(**kwargs)
+    root.setLevel(level)
+    root.handlers[:] = handlers
+
+
+def fit(cfg: RunConfig, *, hook=None, stop=None, address: str | None = None, plan: WorkerPlan | None = None) -> None:
     """Train the stage of ``cfg`` on ``cluster.workers`` Ray Train workers (starting a local Ray if none runs).
 
+    ``stop``: a ``kacdist.cluster.preemption.StopOnSignal`` whose signal makes every worker checkpoint at its
+    next step and stop (``StopRequested`` is raised here). ``address``: a running Ray cluster to use (the
+    nodes of a SLURM allocation); ``plan``: the workers to run there (default: this machine's).
     ``hook(event, step, rank)``: test-only fault injection, run in the workers (``Workers.hook``)."""
-    plan = plan_workers(cfg)
+    plan = plan or plan_workers(cfg)
     os.environ.setdefault("RAY_TRAIN_V2_ENABLED", "1")
     import ray
     from ray.train import CheckpointConfig, FailureConfig, LoggingConfig, RunConfig as RayRunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    started_here = not ray.is_initialized()
-    if started_here:
-        ray.init(num_cpus=plan.cores, num_gpus=torch.cuda.device_count(), include_dashboard=False, log_to_driver=True,
-                 logging_level=logging.ERROR, logging_config=ray.LoggingConfig(encoding="TEXT", log_level="WARNING"),
-                 runtime_env={"worker_process_setup_hook": _quiet_ray_logs})
-    _quiet_ray_logs()
     storage = storage_dir(cfg)
     trial = storage / _trial_name(cfg)
     trial.mkdir(parents=True, exist_ok=True)
-    for name in (NONFINITE_FILE, FINISHED_FILE):
+    for name in (NONFINITE_FILE, FINISHED_FILE, STOP_FILE, STOPPED_FILE):
         (trial / name).unlink(missing_ok=True)
+    if stop is not None:
+        stop.add_stop_file(trial / STOP_FILE)
+    started_here = not ray.is_initialized()
+    if started_here:
+        _start_ray(plan, address)
+    _quiet_ray_logs()
     resources = {"CPU": plan.threads, **({"GPU": 1} if plan.use_gpu else {})}
     # the workers train with the planned threads (a preset's train.threads is for one in-process worker)
     worker_cfg = replace(cfg, train=replace(cfg.train, threads=plan.threads))
@@ -233,6 +274,9 @@ def fit(cfg: RunConfig, *, hook=None) -> None:
     stopped = trial / NONFINITE_FILE
     if stopped.exists():
         raise NonFiniteLossError(stopped.read_text())
+    if (trial / STOPPED_FILE).exists():
+        info = json.loads((trial / STOPPED_FILE).read_text())
+        raise StopRequested(info["name"], info["step"], Path(info["checkpoint"]))
     if not (trial / FINISHED_FILE).exists():  # fit returned after a graceful abort (Ctrl-C)
         raise KeyboardInterrupt
 

@@ -8,7 +8,7 @@ Ranges and choices are checked by ``kacdist.config.validate``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 
 @dataclass
@@ -157,18 +157,35 @@ class WandbConfig:
 
 @dataclass
 class ClusterConfig:
+    """Where stages run: here (``local``) or each as its own SLURM job (``slurm``, kacdist.cluster.slurm).
+
+    The SLURM keys describe one job's allocation; facts of a cluster (does the partition exist?) are checked
+    when a job is submitted, so ``print_config=true`` works anywhere."""
+
     kind: str = "local"  # local | slurm
     # data-parallel training workers: 0 = the stage in this process (no Ray); N >= 1 = N Ray Train workers
-    # (one per GPU, or CPU workers over gloo); train.batch_size and distill.batch_size are global batches
+    # (one per GPU, or CPU workers over gloo); train.batch_size and distill.batch_size are global batches.
+    # Under SLURM, 0 means: derived from the allocation (nodes x gpus_per_node; one CPU worker per node when
+    # nodes > 1 without GPUs; in-process on one CPU node)
     workers: int = 0
     max_failures: int = 1  # Ray Train restarts of the worker group after a failure (-1: unlimited)
     collective_timeout_s: int = 1800  # a collective waiting longer (a dead or hung peer) fails the step
-    partition: str = ""
+    partition: str = ""  # "": the cluster's default partition
+    account: str = ""
+    qos: str = ""
     nodes: int = 1
     gpus_per_node: int = 0
-    cpus_per_task: int = 2
-    timeout_min: int = 60
-    account: str = ""
+    cpus_per_node: int = 2  # CPUs the job holds on each node (one task per node)
+    mem_gb: int = 0  # memory per node; 0: the cluster's default
+    timeout_min: int = 60  # the job's time limit; at the limit the stage checkpoints and is requeued
+    # USR2 arrives this long before the time limit (and at preemption): enough for the step in flight and one
+    # checkpoint (measured in the README, "SLURM"); SLURM's scheduler may deliver it up to ~60 s late
+    signal_delay_s: int = 180
+    max_requeues: int = 20  # requeues after a time limit before the stage gives up (preemptions do not count)
+    sbatch_extra: Dict[str, str] = field(default_factory=dict)  # more #SBATCH options, e.g. {constraint: h100}
+    setup: List[str] = field(default_factory=list)  # shell lines run before the stage (module load, exports)
+    log_dir: str = ""  # "": <run>/slurm (submitit's pickles and each job's stdout/stderr, per job id)
+    ray_port: int = 0  # Ray head port across nodes; 0: 20000 + job id mod 20000, so jobs on one node differ
 
 
 @dataclass

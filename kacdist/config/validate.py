@@ -12,12 +12,12 @@ from kacdist.kac.integrators import INTEGRATORS
 from kacdist.kac.sampler import SAMPLERS
 from kacdist.kac.schedules import SCHEDULES
 
-STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo")
+STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo", "status", "cancel")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("digits", "shards")
 WANDB_MODES = ("disabled", "offline", "online")
-CLUSTERS = ("local",)  # slurm arrives with the submitit stage launcher
+CLUSTERS = ("local", "slurm")
 
 
 class ConfigError(ValueError):
@@ -88,6 +88,7 @@ def validate_config(cfg: RunConfig) -> None:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
     _nonnegative("train.threads", t.threads)
+    _validate_cluster(cfg)
     _validate_parallel(cfg)
     s = cfg.sample
     _choice("sample.integrator", s.integrator, INTEGRATORS)
@@ -109,10 +110,6 @@ def validate_config(cfg: RunConfig) -> None:
     for w in e.guidance:
         _nonnegative("eval.guidance[]", w)
     _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
-    _choice("cluster.kind", cfg.cluster.kind, CLUSTERS)
-    _positive("cluster.nodes", cfg.cluster.nodes)
-    _nonnegative("cluster.gpus_per_node", cfg.cluster.gpus_per_node)
-    _positive("cluster.timeout_min", cfg.cluster.timeout_min)
     if not cfg.sample.source or "/" in cfg.sample.source:
         raise ConfigError(f"sample.source={cfg.sample.source!r} is invalid: a stage name such as teacher or distill-100-20")
     _validate_model(cfg)
@@ -136,6 +133,54 @@ def _validate_model(cfg: RunConfig) -> None:
             f"dataset.channels={d.channels}, dataset.num_classes={d.num_classes}: {err}") from None
 
 
+def derived_workers(cfg: RunConfig) -> int:
+    """The Ray Train workers of a training stage: ``cluster.workers`` if given; under SLURM with 0, the
+    allocation's (one per GPU; one per node on CPU nodes when there are several; else 0, in-process)."""
+    cl = cfg.cluster
+    if cl.workers or cl.kind != "slurm":
+        return cl.workers
+    if cl.gpus_per_node:
+        total = cl.nodes * cl.gpus_per_node
+        return total if total > 1 else 0
+    return cl.nodes if cl.nodes > 1 else 0
+
+
+def _validate_cluster(cfg: RunConfig) -> None:
+    """Values invalid in themselves; whether the cluster has such a partition is checked at submission."""
+    cl = cfg.cluster
+    _choice("cluster.kind", cl.kind, CLUSTERS)
+    for key in ("nodes", "cpus_per_node", "timeout_min", "signal_delay_s"):
+        value = getattr(cl, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+            raise ConfigError(f"cluster.{key}={value!r} is invalid: must be a positive whole number")
+    for key in ("gpus_per_node", "mem_gb", "max_requeues"):
+        value = getattr(cl, key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ConfigError(f"cluster.{key}={value!r} is invalid: must be a whole number >= 0")
+    if cl.signal_delay_s >= cl.timeout_min * 60:
+        raise ConfigError(f"cluster.signal_delay_s={cl.signal_delay_s} is invalid: the stop signal must come before the "
+                          f"time limit (cluster.timeout_min={cl.timeout_min} is {cl.timeout_min * 60} s)")
+    if cl.ray_port and not 1024 <= cl.ray_port <= 65535:
+        raise ConfigError(f"cluster.ray_port={cl.ray_port} is invalid: 0 (derived from the job id) or a port in 1024..65535")
+    if cl.kind != "slurm":
+        return
+    slots = cl.nodes * cl.gpus_per_node
+    if cl.gpus_per_node and cl.workers and cl.workers != slots:
+        raise ConfigError(
+            f"cluster.workers={cl.workers} is invalid with cluster.nodes={cl.nodes} x cluster.gpus_per_node="
+            f"{cl.gpus_per_node}: one worker per GPU, so cluster.workers={slots} (or 0 to derive it)")
+    if not cl.gpus_per_node and cl.workers > cl.nodes * cl.cpus_per_node:
+        raise ConfigError(
+            f"cluster.workers={cl.workers} is more than the {cl.nodes * cl.cpus_per_node} CPUs the job asks for "
+            f"(cluster.nodes x cluster.cpus_per_node); each CPU worker needs a core")
+    if cl.nodes > 1 and derived_workers(cfg) % cl.nodes:
+        raise ConfigError(f"cluster.workers={cl.workers} does not spread evenly over cluster.nodes={cl.nodes}")
+    for key in cl.sbatch_extra:
+        if key.startswith("-") or key in ("signal", "requeue", "dependency", "output", "error"):
+            raise ConfigError(f"cluster.sbatch_extra.{key} is invalid: give option names without dashes; signal, requeue, "
+                              "dependency and the log paths are set by kacdist (cluster.signal_delay_s, cluster.log_dir)")
+
+
 def _validate_parallel(cfg: RunConfig) -> None:
     """Workers, engine and ZeRO stage; whether the machine has the cores or GPUs is checked at launch."""
     from kacdist.train.engine import ENGINES, ZERO_STAGES
@@ -155,10 +200,10 @@ def _validate_parallel(cfg: RunConfig) -> None:
     _choice("train.zero_stage", t.zero_stage, ZERO_STAGES)
     if t.zero_stage and t.engine == "torch":
         raise ConfigError(f"train.zero_stage={t.zero_stage} needs train.engine=deepspeed (or auto with cluster.workers>=1)")
-    if t.zero_stage and t.engine == "auto" and cl.workers == 0:
+    if t.zero_stage and t.engine == "auto" and derived_workers(cfg) == 0:
         raise ConfigError(f"train.zero_stage={t.zero_stage} with cluster.workers=0 needs train.engine=deepspeed")
     _positive("train.rng_block", t.rng_block)
-    workers = max(cl.workers, 1)
+    workers = max(derived_workers(cfg), 1)
     batches = []
     if cfg.stage == "teacher":
         batches.append(("train.batch_size", t.batch_size))

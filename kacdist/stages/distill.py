@@ -203,8 +203,14 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
 
 
 def run_ladder(cfg: RunConfig, workers: Workers | None = None) -> list[LoopResult]:
-    """The multi-stage ladder (default 100→20→4→2→1): each stage's teacher is the previous stage's student.
-    Training only; ``eval.after_ladder`` is run by the caller (``kacdist.stages.dispatch``)."""
+    """The multi-stage ladder (default 100→20→4→2→1): the teacher (trained first unless finished or
+    ``distill.init`` names another start), then each stage's teacher is the previous stage's student. The
+    same stage list as one SLURM job per stage (``kacdist.cluster.slurm.stage_plan``). Training only;
+    ``eval.after_ladder`` is run by the caller (``kacdist.stages.dispatch``). Returns the distillation results."""
+    if not cfg.distill.init:
+        from kacdist.stages.teacher import run_teacher
+
+        run_teacher(replace(cfg, stage="teacher"), workers)
     ladder = list(cfg.distill.ladder)
     results = []
     for i, (hi, lo) in enumerate(zip(ladder, ladder[1:])):

@@ -14,6 +14,10 @@ Several workers (``workers``, ``kacdist.train.workers``): ``batch_size`` is the 
 worker takes batch/workers of it, so steps, kimg, the schedule and the draws do not depend on the number
 of workers. Rank 0 alone writes checkpoints, metrics, DONE, samples and log lines; the logged loss and the
 velocity norms are means over all workers; a non-finite loss and early stopping are decided for all.
+
+A stop request (``Workers.stop_requested``: a scheduler's preemption or time-limit signal, seen by the
+execution layer) is agreed across ranks with the step's loss, so every rank finishes the same step; the loop
+then writes a checkpoint at that step boundary and raises ``StopRequested``. The requeued job resumes there.
 """
 
 from __future__ import annotations
@@ -45,6 +49,15 @@ VELOCITY_BINS = 10
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped before touching any checkpoint."""
+
+
+class StopRequested(Exception):
+    """Training stopped early on request (preemption, time limit) after checkpointing at a step boundary;
+    rerunning the stage resumes from ``checkpoint`` without losing or repeating a step."""
+
+    def __init__(self, name: str, step: int, checkpoint: Path | None):
+        super().__init__(f"{name}: stopped on request at step {step}; checkpoint {checkpoint}")
+        self.name, self.step, self.checkpoint = name, step, checkpoint
 
 
 @dataclass
@@ -218,7 +231,7 @@ def run_loop(
         x0, y = batches.batch(step)
         draws = StepDraws(s.seed, step, w.rank * local_batch, local_batch, s.rng_block, device)
         out = loss_fn(eng.model, x0, y, draws)
-        loss_value = _agreed_loss(out.loss, w)
+        loss_value, stop_requested = _agreed_loss(out.loss, w)
         if not math.isfinite(loss_value):
             raise NonFiniteLossError(
                 f"{s.name}: loss is {loss_value} at step {step} ({step * s.batch_size / 1000:.1f} kimg); stopped "
@@ -273,8 +286,14 @@ def run_loop(
         if snapshot is not None and sample_every and step % sample_every == 0 and w.is_main:
             snapshot(ema.model, step)
             model.train()
-        if step % ckpt_every == 0 or step == steps or stop_early:
+        if step % ckpt_every == 0 or step == steps or stop_early or stop_requested:
             last_ckpt = checkpoint(step) or last_ckpt
+        if stop_requested and step < steps and not stop_early:
+            if w.is_main:
+                log.info("%s: stop requested; checkpoint at step %d (%.1f kimg) written, stopping", s.name, step,
+                         step * s.batch_size / 1000)
+            w.barrier()  # the checkpoint exists before any rank leaves
+            raise StopRequested(s.name, step, last_ckpt)
         if stop_early:
             if w.is_main:
                 log.info("%s: early stop at step %d: FD has not improved for %d evaluations", s.name, step, s.early_stop_patience)
@@ -304,9 +323,13 @@ def memory_row(engine, device: torch.device) -> dict:
     return row
 
 
-def _agreed_loss(loss: torch.Tensor, workers: Workers) -> float:
-    """The batch loss averaged over workers, the same float on every rank (so a non-finite loss anywhere
-    stops every rank at the same step). One small all-reduce per step; ``loss.item()`` synchronised anyway."""
+def _agreed_loss(loss: torch.Tensor, workers: Workers) -> tuple[float, bool]:
+    """The batch loss averaged over workers and whether any worker was asked to stop: the same values on every
+    rank (so a non-finite loss or a stop request anywhere stops every rank at the same step). One small
+    all-reduce per step carries both; ``loss.item()`` synchronised anyway."""
+    stop = workers.stop_requested is not None and bool(workers.stop_requested())
     if not workers.distributed:
-        return loss.item()
-    return workers.all_sum(loss.detach().float().reshape(1)).item() / workers.world_size
+        return loss.item(), stop
+    both = torch.stack([loss.detach().float().reshape(()), torch.tensor(float(stop), device=loss.device)])
+    total = workers.all_sum(both)
+    return total[0].item() / workers.world_size, bool(total[1].item() > 0)

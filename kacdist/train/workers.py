@@ -31,6 +31,9 @@ class Workers:
     # test-only fault injection: hook(event, step, rank) after each optimizer step ("step") and after a
     # checkpoint is written but before it is reported ("checkpoint_written")
     hook: Callable[[str, int, int], None] | None = None
+    # asked by the loop once per step on every rank: true when the execution layer wants the run to stop at
+    # the next step boundary (a scheduler's preemption signal); the loop agrees it across ranks
+    stop_requested: Callable[[], bool] | None = None
 
     @property
     def is_main(self) -> bool:

@@ -30,6 +30,7 @@ def execute(cfg: RunConfig, **fit_options):
     return run_here(cfg, **fit_options)
 
 
+
 def run_here(cfg: RunConfig, *, stop=None, lock: bool = True, plan=None, **fit_options):
     """Run the stage of ``cfg`` here. ``stop``: a ``preemption.StopOnSignal`` (inside a SLURM job) that makes
     training checkpoint and raise ``StopRequested`` at its next step; ``lock=False`` when the caller holds the
@@ -39,6 +40,10 @@ def run_here(cfg: RunConfig, *, stop=None, lock: bool = True, plan=None, **fit_o
     from kacdist.stages import dispatch
     from kacdist.stages.common import run_root
 
+    if cfg.stage == "tune":  # a Ray Tune experiment of teachers (kacdist.cluster.tune); under SLURM a stop
+        from kacdist.cluster.tune import run_tune  # signal requeues at once and the rerun restores the sweep
+
+        return run_tune(cfg)
     if cfg.stage not in dispatch.TRAINING_STAGES:
         return dispatch.run(cfg)
     distributed = cfg.cluster.workers >= 1

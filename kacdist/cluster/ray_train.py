@@ -95,8 +95,9 @@ def plan_workers(cfg: RunConfig, cores: int | None = None, gpus: int | None = No
 
 
 def storage_dir(cfg: RunConfig) -> Path:
-    """Ray's storage_path: inside the run directory, so a run stays one folder."""
-    return run_root(cfg) / "ray"
+    """Ray's storage_path: inside the run directory, so a run stays one folder (absolute: Ray takes no
+    relative storage path, and the default runs_dir is the relative "runs")."""
+    return run_root(cfg).resolve() / "ray"
 
 
 def _trial_name(cfg: RunConfig) -> str:
@@ -189,7 +190,8 @@ def _last_good_checkpoint(cfg: RunConfig) -> str:
     return str(found[-1]) if found else "none"
 
 
-def _start_ray(plan: WorkerPlan, address: str | None) -> None:
+def start_ray(plan: WorkerPlan, address: str | None) -> None:
+    """A Ray for this run: a new local one with ``plan.cores`` CPUs, or the cluster at ``address``."""
     import threading
 
     import ray
@@ -238,7 +240,7 @@ def fit(cfg: RunConfig, *, hook=None, stop=None, address: str | None = None, pla
         stop.add_stop_file(trial / STOP_FILE)
     started_here = not ray.is_initialized()
     if started_here:
-        _start_ray(plan, address)
+        start_ray(plan, address)
     _quiet_ray_logs()
     resources = {"CPU": plan.threads, **({"GPU": 1} if plan.use_gpu else {})}
     # the workers train with the planned threads (a preset's train.threads is for one in-process worker)

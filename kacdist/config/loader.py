@@ -2,8 +2,9 @@
 
     python jobs/launch.py stage=teacher cluster=local dataset=digits train.total_kimg=100 kac.a=30
 
-A token ``group=name`` (group in GROUPS) merges ``configs/<group>/<name>.yaml``; any other ``key=value``
-is a dotted override. Order: schema defaults → configs/defaults.yaml → the group files chosen by default
+A token ``group=name`` (group in GROUPS) merges ``configs/<group>/<name>.yaml``; ``settings=<file.yaml>``
+reads dotted overrides from a YAML file (e.g. the best Kac setting a ``stage=tune`` sweep wrote), placed
+where the token stands; any other ``key=value`` is a dotted override. Order: schema defaults → configs/defaults.yaml → the group files chosen by default
 (configs/defaults.yaml's ``groups``) → the group files named on the command line → dotted overrides; within
 each kind in the order dataset, model, stage, cluster. So a dataset file sets the Kac parameters, model
 preset and schedule of its data (Table B-1) over the default model, a ``model=`` on the command line beats
@@ -48,12 +49,34 @@ def _parse(argv: Sequence[str], config_dir: Path) -> tuple[dict, set, list[str]]
         key, value = token.split("=", 1)
         if key == "from":  # `from=<checkpoint or stage>`: where a distillation stage starts (DistillConfig.init)
             overrides.append(f"distill.init={value}")
+        elif key == "settings":  # `settings=<file.yaml>`: dotted overrides from a file, in place
+            overrides.extend(settings_overrides(Path(value).expanduser()))
         elif key in GROUPS:
             choices[key] = value
             named.add(key)
         else:
             overrides.append(token)
     return choices, named, overrides
+
+
+def settings_overrides(path: Path) -> list[str]:
+    """The dotted ``key=value`` overrides of a YAML settings file (nested mappings flattened)."""
+    if not path.is_file():
+        raise ConfigError(f"settings={path}: no such file")
+    tree = OmegaConf.to_container(_load_yaml(path))
+    if not isinstance(tree, dict):
+        raise ConfigError(f"settings={path}: expected a mapping such as `kac: {{a: 25, c: 2, g: t}}`")
+    out: list[str] = []
+
+    def walk(prefix: str, node) -> None:
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        else:
+            out.append(f"{prefix}={OmegaConf.to_yaml(OmegaConf.create({'v': node})).split(':', 1)[1].strip()}")
+
+    walk("", tree)
+    return out
 
 
 def _group_file(config_dir: Path, group: str, name: str) -> DictConfig:

@@ -189,6 +189,36 @@ class ClusterConfig:
 
 
 @dataclass
+class TuneConfig:
+    """stage=tune: a Ray Tune search over the Kac process (a, c, g) with teachers trained by the project's
+    loop for ``trial_kimg`` each, scored every ``report_every_kimg`` by the teacher's monitor (classifier FD
+    on digits, Inception FID on shards; ``train.eval_samples`` samples, the same sampling seeds for all),
+    weak trials stopped by ASHA (kacdist.cluster.tune)."""
+
+    # paper: DistillKac Table B-2's grid (12 settings, filtered by ``schedules``); random: ``trials`` settings
+    # log-uniform in [a_min, a_max] x [c_min, c_max] for each schedule
+    space: str = "paper"
+    # explicit settings "a/c/g" (e.g. [25/2/t, 3000/20/t2]): when given, they are the sweep (space unused)
+    settings: List[str] = field(default_factory=list)
+    schedules: List[str] = field(default_factory=lambda: ["t", "t2"])
+    trials: int = 12
+    a_min: float = 5.0
+    a_max: float = 6000.0
+    c_min: float = 1.0
+    c_max: float = 20.0
+    proposal: bool = True  # also train the data-driven proposal (kacdist.tune.proposal) as a trial
+    trial_kimg: float = 8.0
+    report_every_kimg: float = 2.0
+    grace_kimg: float = 2.0  # ASHA: no trial is stopped before this
+    reduction_factor: int = 2  # ASHA: the best 1/reduction_factor go on at each rung
+    max_concurrent: int = 1  # trials at once
+    cpus_per_trial: int = 0  # 0: the cores / max_concurrent
+    gpus_per_trial: float = 0.0
+    spread_seeds: List[int] = field(default_factory=lambda: [1, 2])  # the winner trained again with these seeds
+    seed: int = 0  # of the random space
+
+
+@dataclass
 class RunConfig:
     stage: str = "teacher"
     run_name: str = ""  # "": the dataset's name
@@ -203,3 +233,4 @@ class RunConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
+    tune: TuneConfig = field(default_factory=TuneConfig)

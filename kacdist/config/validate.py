@@ -12,7 +12,7 @@ from kacdist.kac.integrators import INTEGRATORS
 from kacdist.kac.sampler import SAMPLERS
 from kacdist.kac.schedules import SCHEDULES
 
-STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo", "status", "cancel")
+STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo", "status", "cancel", "tune")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("digits", "shards")
@@ -90,6 +90,7 @@ def validate_config(cfg: RunConfig) -> None:
     _nonnegative("train.threads", t.threads)
     _validate_cluster(cfg)
     _validate_parallel(cfg)
+    _validate_tune(cfg)
     s = cfg.sample
     _choice("sample.integrator", s.integrator, INTEGRATORS)
     _positive("sample.steps", s.steps)
@@ -214,6 +215,37 @@ def _validate_parallel(cfg: RunConfig) -> None:
             raise ConfigError(
                 f"{key}={value} is not divisible by cluster.workers={workers}: it is the global batch and each worker "
                 f"takes {key}/workers images; use a multiple of {workers}")
+
+
+def _validate_tune(cfg: RunConfig) -> None:
+    tc = cfg.tune
+    _choice("tune.space", tc.space, ("paper", "random"))
+    for text in tc.settings:
+        parts = str(text).split("/")
+        try:
+            a, c, g = float(parts[0]), float(parts[1]), parts[2].strip()
+        except (IndexError, ValueError):
+            raise ConfigError(f"tune.settings entry {text!r} is invalid: write a/c/g such as 25/2/t") from None
+        if len(parts) != 3 or not (a > 0 and c > 0):
+            raise ConfigError(f"tune.settings entry {text!r} is invalid: a and c must be positive, as in 25/2/t")
+        _choice("tune.settings[] g", g, sorted(SCHEDULES))
+    if not tc.schedules:
+        raise ConfigError("tune.schedules is empty: give at least one of " + ", ".join(sorted(SCHEDULES)))
+    for g in tc.schedules:
+        _choice("tune.schedules[]", g, sorted(SCHEDULES))
+    _positive("tune.trials", tc.trials)
+    for key in ("a_min", "a_max", "c_min", "c_max", "trial_kimg", "report_every_kimg", "grace_kimg"):
+        _positive(f"tune.{key}", getattr(tc, key))
+    if tc.a_min > tc.a_max or tc.c_min > tc.c_max:
+        raise ConfigError(f"tune ranges are empty: a in [{tc.a_min:g}, {tc.a_max:g}], c in [{tc.c_min:g}, {tc.c_max:g}]")
+    if tc.report_every_kimg > tc.trial_kimg or tc.grace_kimg > tc.trial_kimg:
+        raise ConfigError(f"tune.report_every_kimg={tc.report_every_kimg:g} and tune.grace_kimg={tc.grace_kimg:g} must not "
+                          f"exceed tune.trial_kimg={tc.trial_kimg:g}")
+    if tc.reduction_factor < 2:
+        raise ConfigError(f"tune.reduction_factor={tc.reduction_factor} is invalid: must be >= 2")
+    _positive("tune.max_concurrent", tc.max_concurrent)
+    _nonnegative("tune.cpus_per_trial", tc.cpus_per_trial)
+    _nonnegative("tune.gpus_per_trial", tc.gpus_per_trial)
 
 
 def _validate_distill(cfg: RunConfig) -> None:

@@ -37,35 +37,57 @@ def _snapshot(cfg: RunConfig):
 
 
 def _monitor(cfg: RunConfig):
-    """Classifier FD of ``train.eval_samples`` EMA samples (AB-2, 20 steps, sample.guidance): digits only.
-
-    The classifier and the reference statistics are loaded at the first evaluation (on rank 0 only)."""
-    if cfg.dataset.source != "digits" or not cfg.train.eval_every_kimg:
-        if cfg.train.eval_every_kimg:
-            log.warning("train.eval_every_kimg is set but periodic FD is available for dataset=digits only; skipped")
+    """The quality of ``train.eval_samples`` EMA samples (AB-2, 20 steps, sample.guidance, sampling seeds
+    0..n-1, the same for every run): the classifier FD on digits, the Inception FID against the first
+    ``eval.reference_images`` images (cached statistics) on shards. Loaded at the first evaluation, on rank 0."""
+    if not cfg.train.eval_every_kimg:
         return None
     from pathlib import Path
 
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     n = cfg.train.eval_samples
+    cache = Path(cfg.dataset.cache_dir).expanduser() / "eval"
     loaded: list = []
 
-    def monitor(model: torch.nn.Module, step: int) -> float:
+    def score(images: torch.Tensor) -> float:
         from kacdist.eval.stats import compute_stats
-        from kacdist.stages.evaluate import digits_reference
 
+        if cfg.dataset.source == "digits":
+            if not loaded:
+                from kacdist.stages.evaluate import digits_reference
+
+                classifier, reference, _, _ = digits_reference(cache, cfg.dataset.resolution, cfg.dataset.channels)
+                loaded.extend([classifier, reference])
+            classifier, reference = loaded
+            return compute_stats(classifier, images.cpu()).frechet_distance(reference)
         if not loaded:
-            classifier, reference, _, _ = digits_reference(
-                Path(cfg.dataset.cache_dir).expanduser() / "eval", cfg.dataset.resolution, cfg.dataset.channels)
-            loaded.extend([classifier, reference])
-        classifier, reference = loaded
+            from kacdist.eval.inception import InceptionFID
+            from kacdist.stages.evaluate import _real_stream
+
+            ds, m = cfg.dataset, cfg.eval.reference_images
+            fid = InceptionFID(device=images.device)
+            reference = fid.reference_stats(f"{ds.name}{ds.resolution}-first{m}", lambda: (x for x, _ in _real_stream(ds)),
+                                            cache, max_samples=m)
+            loaded.extend([fid, reference])
+        fid, reference = loaded
+        return reference.frechet_distance(fid.stats(images))
+
+    def monitor(model: torch.nn.Module, step: int) -> float:
         device = next(model.parameters()).device
         result = generate(model, process, shape, list(range(n)), sample_labels(cfg, n), "ab2", 20,
                           cfg.sample.guidance, cfg.sample.batch_size, device)
-        return compute_stats(classifier, result.images.cpu()).frechet_distance(reference)
+        return float(score(result.images))
 
     return monitor
+
+
+def monitor_name(cfg: RunConfig) -> str:
+    """What ``_monitor`` measures, for tables and logs."""
+    if cfg.dataset.source == "digits":
+        return f"classifier FD, {cfg.train.eval_samples} samples (AB-2 20 steps, w={cfg.sample.guidance:g})"
+    return (f"Inception FID, {cfg.train.eval_samples} samples (AB-2 20 steps, w={cfg.sample.guidance:g}) against the "
+            f"first {cfg.eval.reference_images} images")
 
 
 def run_teacher(cfg: RunConfig, workers: Workers | None = None) -> TeacherResult:

@@ -48,6 +48,8 @@ class Summary:
     spread: list[float]  # the winner's final metric over its training seeds (its own and tune.spread_seeds)
     proposal_rank: int | None  # 1-based among completed trials
     proposal_ratio: float | None  # proposal's metric / winner's
+    proposal_stop: tuple[float, float, int, int] | None = None  # stopped early: (kimg, metric, rank there, trials there)
+    all_sweep: list[TrialRecord] = field(default_factory=list)  # every sweep trial, stopped ones too
 
     @property
     def spread_sd(self) -> float | None:
@@ -64,11 +66,15 @@ def summarize(records: list[TrialRecord], metric_name: str, proposal: tuple[floa
         spread = [winner.final] + [r.final for r in records if r.origin == "spread" and (r.a, r.c, r.g) == (winner.a, winner.c, winner.g)
                                    and r.completed]
     proposed = next((r for r in sweep if proposal is not None and (r.a, r.c, r.g) == tuple(proposal)), None)
-    rank = ratio = None
+    rank = ratio = stop = None
     if proposed is not None and proposed in ranking:
         rank = ranking.index(proposed) + 1
         ratio = proposed.final / winner.final
-    return Summary(metric_name, winner, ranking, spread, rank, ratio)
+    elif proposed is not None and proposed.stopped_early and proposed.kimg:
+        at = proposed.kimg[-1]  # where ASHA stopped it: its rank among every trial's metric at that report
+        there = sorted(r.metric[r.kimg.index(at)] for r in sweep if at in r.kimg)
+        stop = (at, proposed.final, there.index(proposed.final) + 1, len(there))
+    return Summary(metric_name, winner, ranking, spread, rank, ratio, stop, sweep)
 
 
 def write_table(records: list[TrialRecord], path: Path) -> None:
@@ -140,6 +146,11 @@ def summary_text(summary: Summary, proposal_text: str, wall_s: float, command: s
     lines += ["| rank | a | c | g | final metric | kimg | wall s | origin |", "|---|---|---|---|---|---|---|---|"]
     for i, r in enumerate(summary.ranking, 1):
         lines.append(f"| {i} | {r.a:g} | {r.c:g} | {r.g} | {r.final:.4f} | {r.kimg[-1]:g} | {r.wall_s:.0f} | {r.origin} |")
+    cut = [r for r in summary.all_sweep if r.stopped_early and r.metric]
+    if cut:
+        lines += ["", "Stopped early by ASHA:", "", "| a | c | g | metric when stopped | at kimg | origin |", "|---|---|---|---|---|---|"]
+        lines += [f"| {r.a:g} | {r.c:g} | {r.g} | {r.final:.4f} | {r.kimg[-1]:g} | {r.origin} |"
+                  for r in sorted(cut, key=lambda r: (r.kimg[-1], r.final))]
     lines.append("")
     if summary.winner is None:
         lines.append("No trial completed its budget.")
@@ -154,6 +165,10 @@ def summary_text(summary: Summary, proposal_text: str, wall_s: float, command: s
     if summary.proposal_rank is not None:
         lines.append(f"The data-driven proposal ranked {summary.proposal_rank} of {len(summary.ranking)}, at "
                      f"{summary.proposal_ratio:.2f}x the winner's metric.")
+    elif summary.proposal_stop is not None:
+        at, value, rank, n = summary.proposal_stop
+        lines.append(f"The data-driven proposal was stopped by ASHA at {at:g} kimg with {value:.4f}, rank {rank} of the "
+                     f"{n} trials scored there.")
     else:
         lines.append("The data-driven proposal did not complete its budget (stopped by ASHA or not in the sweep).")
     return "\n".join(lines) + "\n"

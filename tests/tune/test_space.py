@@ -79,3 +79,9 @@ def test_stage_teacher_takes_the_best_setting_as_a_file(tmp_path):
     assert load_config(["stage=teacher", f"settings={best}", "kac.c=12"]).kac.c == 12.0
     with pytest.raises(ConfigError, match="no such file"):
         load_config(["stage=teacher", f"settings={tmp_path / 'missing.yaml'}"])
+
+
+def test_a_proposal_that_asha_stopped_is_ranked_where_it_stopped():
+    records = [_rec(25, 2, "t", [3.0, 2.0]), _rec(100, 5, "t", [2.5, 1.5]), _rec(9.21, 2, "t", [2.8], origin="proposal")]
+    s = summarize(records, "classifier FD", (9.21, 2.0, "t"))
+    assert s.proposal_rank is None and s.proposal_stop == (0.5, 2.8, 2, 3)

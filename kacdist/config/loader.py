@@ -120,7 +120,7 @@ def _continued(saved: Path, fresh: DictConfig, choices: dict, named: set, overri
     from kacdist.config.run_config import conflict_message, frozen_differences
 
     root = saved.parent
-    run = _merge(OmegaConf.structured(RunConfig), str(saved), _load_yaml(saved))
+    run = _merge(OmegaConf.structured(RunConfig), str(saved), _saved_layer(saved))
     for group in ("dataset", "model"):
         if group in named:  # accepted when it names what the run has; never merged again
             layer = _group_file(config_dir, group, choices[group]).get(group) or {}
@@ -199,6 +199,22 @@ def save_config(cfg: RunConfig, path: Path) -> None:
     atomic_write_bytes(path, to_yaml(cfg).encode())
 
 
+# keys that were renamed: a config saved by an earlier kacdist still loads (old name -> new name)
+RENAMED = {("cluster", "cpus_per_task"): ("cluster", "cpus_per_node")}
+
+
+def _saved_layer(path: Path) -> DictConfig:
+    """A saved config, with renamed keys under their new names."""
+    layer = _load_yaml(path)
+    for (section, old), (new_section, new) in RENAMED.items():
+        if section in layer and old in layer[section]:
+            value = layer[section].pop(old)
+            layer.setdefault(new_section, {})
+            if new not in layer[new_section]:
+                layer[new_section][new] = value
+    return layer
+
+
 def load_saved_config(path: Path) -> RunConfig:
-    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), OmegaConf.load(path))
+    merged = OmegaConf.merge(OmegaConf.structured(RunConfig), _saved_layer(path))
     return OmegaConf.to_object(merged)  # type: ignore[return-value]

@@ -95,3 +95,18 @@ def test_each_dataset_brings_its_own_preset_unless_the_command_line_names_one(da
     assert load_config([f"dataset={dataset}", "model=lightweight"]).model.preset == "lightweight"
     assert load_config(["model=lightweight", f"dataset={dataset}"]).model.preset == "lightweight"  # order does not matter
     assert load_config([f"dataset={dataset}", "model.preset=tiny"]).model.preset == "tiny"
+
+
+def test_a_run_saved_before_a_key_was_renamed_still_continues(tmp_path):
+    """cluster.cpus_per_task became cluster.cpus_per_node; a run directory written before still loads."""
+    from kacdist.config.loader import load_saved_config, to_yaml
+
+    cfg = load_config([f"runs_dir={tmp_path}", "run_name=old"])
+    old = to_yaml(cfg).replace("cpus_per_node: 2", "cpus_per_task: 6")
+    assert "cpus_per_task: 6" in old
+    (tmp_path / "old" / "teacher").mkdir(parents=True)
+    (tmp_path / "old" / "config.yaml").write_text(old)
+    (tmp_path / "old" / "teacher" / "config.yaml").write_text(old)
+    (tmp_path / "old" / "teacher" / "DONE").write_text('{"step": 1, "kimg": 0.1, "checkpoint": "x"}')
+    assert load_saved_config(tmp_path / "old" / "config.yaml").cluster.cpus_per_node == 6
+    assert load_config([f"runs_dir={tmp_path}", "run_name=old"]).cluster.cpus_per_node == 6

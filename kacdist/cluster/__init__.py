@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from kacdist.config.schema import RunConfig
 
+# stages that train into the run directory: one writer at a time (kacdist.cluster.lock); sample and eval only
+# read the stages and write their own folders
+WRITING_STAGES = ("teacher", "distill", "ladder", "tune")
+
 
 def execute(cfg: RunConfig, **fit_options):
     if cfg.stage in ("status", "cancel"):
@@ -40,11 +44,7 @@ def run_here(cfg: RunConfig, *, stop=None, lock: bool = True, plan=None, **fit_o
     from kacdist.stages import dispatch
     from kacdist.stages.common import run_root
 
-    if cfg.stage == "tune":  # a Ray Tune experiment of teachers (kacdist.cluster.tune); under SLURM a stop
-        from kacdist.cluster.tune import run_tune  # signal requeues at once and the rerun restores the sweep
-
-        return run_tune(cfg)
-    if cfg.stage not in dispatch.TRAINING_STAGES:
+    if cfg.stage not in WRITING_STAGES:
         return dispatch.run(cfg)
     distributed = cfg.cluster.workers >= 1
     if distributed and plan is None:
@@ -55,6 +55,10 @@ def run_here(cfg: RunConfig, *, stop=None, lock: bool = True, plan=None, **fit_o
     if holder is not None:
         run_lock.acquire(run_root(cfg), holder)
     try:
+        if cfg.stage == "tune":  # a Ray Tune experiment of teachers (kacdist.cluster.tune); under SLURM a stop
+            from kacdist.cluster.tune import run_tune  # signal requeues at once and the rerun restores the sweep
+
+            return run_tune(cfg)
         save_run_config(cfg)  # the run owns its config from its first training stage on (kacdist.config.run_config)
         if stop is not None:
             stop.armed = True

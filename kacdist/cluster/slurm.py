@@ -179,9 +179,13 @@ def submit(cfg: RunConfig, *, echo=print) -> list[SubmittedStage]:
     if not plan:
         echo(f"{root}: every stage of stage={cfg.stage} has finished; nothing to submit")
         return []
+    from kacdist.cluster import WRITING_STAGES
+
+    writes = cfg.stage in WRITING_STAGES
     me = lock.this_process()
     try:
-        lock.acquire(root, me)
+        if writes:
+            lock.acquire(root, me)
     except RunLockedError as err:
         raise SubmitError(str(err)) from None
     submitted: list[SubmittedStage] = []
@@ -195,11 +199,13 @@ def submit(cfg: RunConfig, *, echo=print) -> list[SubmittedStage]:
             job = _executor(cfg, stage.name, folder, previous, hold=i == 0).submit(StageJob(stage.cfg, stage.name))
             submitted.append(SubmittedStage(stage.name, job.job_id, previous, str(job.paths.stdout), str(job.paths.stderr)))
             previous = job.job_id
-        lock.acquire(root, lock.slurm_submission([s.job_id for s in submitted]))
+        if writes:
+            lock.acquire(root, lock.slurm_submission([s.job_id for s in submitted]))
     except BaseException:
         if submitted:
             subprocess.run(["scancel", *[s.job_id for s in submitted]], check=False, capture_output=True)
-        lock.release(root, me)
+        if writes:
+            lock.release(root, me)
         raise
     subprocess.run(["scontrol", "release", submitted[0].job_id], check=True, capture_output=True, timeout=60)
     jobs = read_jobs(root)
@@ -271,7 +277,10 @@ def run_stage_job(cfg: RunConfig, name: str) -> str:
     if multi_node and env.global_rank != 0:
         _ray_allocation(cfg, env, finished)
         return "ray node served"
-    lock.acquire(root, lock.slurm_submission([job_id]), allow_job=job_id)
+    from kacdist.cluster import WRITING_STAGES
+
+    if cfg.stage in WRITING_STAGES:
+        lock.acquire(root, lock.slurm_submission([job_id]), allow_job=job_id)
     restarts = os.environ.get("SLURM_RESTART_COUNT", "0")
     record_event(cfg, "started", name, job_id, restarts=int(restarts) if restarts.isdigit() else 0)
     ray_plan = node = None

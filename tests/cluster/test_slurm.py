@@ -28,7 +28,7 @@ LAUNCH = str(REPO / "jobs" / "launch.py")
 # a small teacher and students: each job is seconds of training after a few seconds of start-up
 TINY = ["train.batch_size=32", "train.log_every_kimg=1.6", "train.checkpoint_every_kimg=1.6", "eval.after_teacher=false",
         "sample.num_images=4", "sample.steps=2", "distill.batch_size=32", "distill.total_kimg=0.64",
-        "distill.log_every_kimg=0.32", "distill.checkpoint_every_kimg=0.32", "cluster=slurm", "cluster.timeout_min=5",
+        "distill.log_every_kimg=0.32", "distill.checkpoint_every_kimg=0.32", "cluster=slurm", "cluster.timeout_min=10",
         "cluster.signal_delay_s=60"]
 
 
@@ -114,7 +114,7 @@ def test_ladder_jobs_chain_on_checkpoints_in_order_and_lock_the_run(slurm, tmp_p
     # a second submission while these jobs live is refused, naming them; nothing is submitted
     again = launch("stage=teacher", *common, check=False)
     assert again.returncode == 2 and ids["teacher"] in again.stderr and "submitted" not in again.stdout
-    ended = wait_ended(list(ids.values()), 420)
+    ended = wait_ended(list(ids.values()), 600)
     assert set(ended.values()) == {"COMPLETED"}, (ended, logs_of(root))
     started = {e["stage"]: e["time"] for e in events(root) if e["event"] == "started"}
     finished = {e["stage"]: e["time"] for e in events(root) if e["event"] == "finished"}

@@ -103,14 +103,20 @@ def _trial(config: dict, base: RunConfig) -> None:
             fresh.append(monitor(model, step))
             return fresh[-1]
 
+        last_step = round(cfg.train.total_kimg * 1000 / batch)
+
         def report_after_checkpoint(step: int, path: Path) -> None:
             # evaluations and checkpoints fall on the same steps (trial_config); reporting once the checkpoint
-            # and the metrics row are on disk means a trial that ASHA stops here loses nothing
-            if fresh:
+            # and the metrics row are on disk means a trial that ASHA stops here loses nothing. The last report
+            # waits for DONE: Tune ends a trial as soon as it reports its budget
+            if fresh and step < last_step:
                 tune.report({METRIC: fresh.pop(), "kimg": step * batch / 1000})
                 fresh.clear()
 
         train_teacher(cfg, out, monitor=scoring_monitor, on_checkpoint=report_after_checkpoint)
+        rows = _fd_rows(out, batch)
+        if rows:
+            tune.report({METRIC: rows[-1][1], "kimg": rows[-1][0]})
         return
     # Ray Train inside the trial: training runs in a thread, this one reports each evaluation as it lands
     from kacdist.cluster.ray_train import fit
@@ -129,9 +135,12 @@ def _trial(config: dict, base: RunConfig) -> None:
     while True:
         alive = worker.is_alive()
         rows = _fd_rows(out, batch)
+        # the budget's own report waits for the end of training (DONE): Tune ends a trial when it comes
         for kimg, value in rows[reported:]:
+            if alive and kimg >= cfg.train.total_kimg - 1e-9:
+                break
             tune.report({METRIC: value, "kimg": kimg})
-        reported = len(rows)
+            reported += 1
         if not alive:
             break
         time.sleep(1.0)
@@ -160,9 +169,23 @@ def _run_experiment(cfg: RunConfig, name: str, settings: list[Setting], schedule
     """The experiment's ResultGrid, restored when it exists; KeyboardInterrupt when it was interrupted
     (Ctrl-C: Tune saved its state; the same command resumes it)."""
     grid = _fit_or_restore(cfg, name, settings, scheduler, resources, threads)
-    if grid.num_terminated + grid.num_errors < len(grid):
+    if _interrupted(grid, settings):
         raise KeyboardInterrupt
     return grid
+
+
+def _interrupted(grid, settings: list[Setting]) -> bool:
+    """Tune returns normally after a Ctrl-C: the sweep is whole when every setting has a trial and every trial
+    ended (TERMINATED: finished or stopped by ASHA; ERROR); grid_search creates trials lazily, so an
+    interrupted sweep may lack some, and the one that was running is saved as PENDING."""
+    have = {Setting(**r.config["setting"]).label for r in grid}
+    if not {s.label for s in settings} <= have:
+        return True
+    analysis = getattr(grid, "_experiment_analysis", None)  # the trials' saved statuses (no public accessor)
+    statuses = [t.status for t in analysis.trials] if analysis is not None else []
+    log.debug("tune: trial states %s", statuses)
+    return any(status not in ("TERMINATED", "ERROR") for status in statuses) or (
+        grid.num_terminated + grid.num_errors < len(grid))
 
 
 def _fit_or_restore(cfg: RunConfig, name: str, settings: list[Setting], scheduler, resources: dict, threads: int):

@@ -242,8 +242,8 @@ class StageJob:
 
 
 def _ray_allocation(cfg: RunConfig, env, finished: Path):
-    """Several nodes: start this task's Ray node. Task 0 returns the address and the worker plan for the
-    driver; the other tasks serve until the head is done and return None."""
+    """Several nodes: start this task's Ray node. Returns (the driver's worker plan, this node's plan) on task 0;
+    the other tasks serve until the head is done and return (None, their node plan)."""
     from kacdist.cluster import ray_cluster
     from kacdist.cluster.ray_train import WorkerPlan
 

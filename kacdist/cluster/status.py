@@ -63,7 +63,7 @@ def job_states(job_ids: list[str]) -> dict[str, JobState]:
 
 def _stage_names(root: Path, jobs: dict) -> list[str]:
     on_disk = [p.name for p in root.iterdir() if p.is_dir() and (p.name == "teacher" or p.name.startswith("distill-"))]
-    names = list(dict.fromkeys(["teacher"] * ("teacher" in on_disk or "teacher" in jobs) + list(jobs) + on_disk))
+    names = set(jobs) | set(on_disk)
 
     def order(name: str):  # teacher, then rungs from many steps to few, then the rest as submitted
         if name == "teacher":

@@ -148,11 +148,25 @@ class EvalConfig:
 
 @dataclass
 class WandbConfig:
-    # offline by default: runs log to <run>/wandb and sync later. The API key is read from the
-    # WANDB_API_KEY environment variable only and is never stored in a config.
-    mode: str = "disabled"
+    """Experiment tracking (kacdist.track): one wandb run per stage, grouped by run, job type = stage.
+
+    offline (default): files under <run>/<stage>/wandb, no account needed, ``wandb sync`` later; online: needs a
+    login (``wandb login`` or WANDB_API_KEY); disabled: nothing. The API key is read by wandb from its own
+    settings or the environment, never from or into a config. Every row also goes to metrics.parquet."""
+
+    mode: str = "offline"
     project: str = "kacdist"
     entity: str = ""
+
+
+@dataclass
+class ReportConfig:
+    """stage=report: a self-contained HTML page of a run (kacdist.report)."""
+
+    run: str = ""  # a run directory; "": runs_dir/run_name
+    after_stage: bool = True  # teacher / distill / ladder / eval write the run's report when they finish
+    # paired teacher/student trajectories for the discrepancy plots (paper Fig. B-2/B-3); 0: none
+    trajectory_samples: int = 64
 
 
 @dataclass
@@ -232,5 +246,6 @@ class RunConfig:
     distill: DistillConfig = field(default_factory=DistillConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     wandb: WandbConfig = field(default_factory=WandbConfig)
+    report: ReportConfig = field(default_factory=ReportConfig)
     cluster: ClusterConfig = field(default_factory=ClusterConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)

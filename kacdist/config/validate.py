@@ -12,7 +12,7 @@ from kacdist.kac.integrators import INTEGRATORS
 from kacdist.kac.sampler import SAMPLERS
 from kacdist.kac.schedules import SCHEDULES
 
-STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo", "status", "cancel", "tune")
+STAGES = ("teacher", "distill", "ladder", "sample", "eval", "kac_demo", "status", "cancel", "tune", "report")
 PRECISIONS = ("auto", "fp32", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SOURCES = ("digits", "shards")

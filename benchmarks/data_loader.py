@@ -54,6 +54,7 @@ if str(REPO_ROOT) not in sys.path:
 from kacdist.data import make_train_stream  # noqa: E402
 from kacdist.data.imaging import encode_image  # noqa: E402
 from kacdist.data.shards import ShardSample, shard_file_name, write_shard  # noqa: E402
+from kacdist.track.provenance import cpu_model  # noqa: E402
 
 BATCH_SIZE = 64
 RESULTS_PATH = REPO_ROOT / "benchmarks" / "results" / "data_loader.json"
@@ -227,17 +228,6 @@ def format_sizing(
     return "\n".join(lines), numbers
 
 
-def cpu_model_name() -> str:
-    """The CPU model from /proc/cpuinfo (Linux), else the machine type."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.machine()
-
-
 def format_table(measurements: list[Measurement]) -> str:
     lines = [
         "| configuration | images | KB/image | shards img/s per worker | per-file PIL img/s per worker "
@@ -290,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
         "process (torch threads = 1), warm page cache",
         "environment": {
             "cpu_count": os.cpu_count(),
-            "processor": cpu_model_name(),
+            "processor": cpu_model(),
             "python": platform.python_version(),
             "torch": torch.__version__,
             "pillow": PIL.__version__,

@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -31,6 +30,7 @@ import torch
 
 from kacdist.kac import KacProcess, kac_velocity, sample_kac
 from kacdist.kac.law import unit_ac_density_unnormalised
+from kacdist.track.provenance import cpu_model
 
 CONFIGS = [(25.0, 2.0, "t"), (3000.0, 20.0, "t2")]
 BATCHES = [(128, 3, 32, 32), (64, 3, 256, 256)]
@@ -130,17 +130,6 @@ def _peak_extra_mib(fn) -> float:
     return (_rss_kib("VmHWM:") - before) / 1024
 
 
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=7)
@@ -153,7 +142,7 @@ def main() -> None:
     dev = args.device
     gen = torch.Generator(device=dev).manual_seed(0)
     machine = {
-        "cpu": _cpu_name(),
+        "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__,

@@ -116,11 +116,13 @@ def run_conversion(
     items_by_split: Mapping[str, Sequence[SourceItem]],
     description: DatasetDescription,
 ) -> int:
-    """Run the engine with the shared options; print the summary; map a strict failure to exit code 1."""
+    """Run the engine with the shared options, showing its progress (a bar on a terminal, a log line a minute
+    elsewhere: kacdist.progress); print the summary; map a strict failure to exit code 1."""
     arranged = {split: arrange_items(items, args.limit, args.order_seed) for split, items in items_by_split.items()}
     try:
         report = convert_dataset(
-            args.out, source, arranged, layout_from(args), description, workers=args.workers, strict=args.strict
+            args.out, source, arranged, layout_from(args), description, workers=args.workers, strict=args.strict,
+            progress=True,
         )
     except SourceImageError as error:
         print(f"error: {error} (finished shards are kept; rerun without --strict to skip bad images)", file=sys.stderr)

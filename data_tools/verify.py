@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from data_tools.cli_common import default_workers, run_cli
+from data_tools.cli_common import configure_logging, default_workers, run_cli
 from kacdist.data.integrity import verify_dataset
 
 
@@ -28,7 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
-    report = verify_dataset(args.dataset_dir, workers=args.workers, decode=not args.no_decode)
+    configure_logging("INFO")  # the progress lines (kacdist.progress) are log records off a terminal
+    report = verify_dataset(args.dataset_dir, workers=args.workers, decode=not args.no_decode, progress=True)
     for problem in report.problems:
         print(problem)
     for warning in report.warnings:

@@ -5,6 +5,9 @@ On a terminal a tqdm bar on stderr; elsewhere (a SLURM log, CI, a pipe) a plain 
 output shows anything: pass ``enabled=workers.is_main`` from data-parallel code.
 
 ``KACDIST_PROGRESS=bar|log|off`` forces a mode (``bar`` on a pipe makes tqdm write carriage returns).
+
+While a bar is shown, log records that would go to the terminal (the root logger's console handlers, as
+``setup_logging`` installs) are written through tqdm, above the bar, so that log lines do not tear it.
 """
 
 from __future__ import annotations
@@ -40,24 +43,31 @@ class Progress:
 
     ``initial``: work already done (a resumed run), which counts toward the fraction but not the rate.
     Large counts are shown with k/M suffixes (``12.3k/80.0k img``), the rate as ``unit/s``.
-    ``postfix(**values)`` adds short key=value fields (the loss) to the bar or the next log line."""
+    ``postfix(**values)`` adds short key=value fields (the loss) to the bar or the next log line.
+    ``interval_s=None``: no log lines of its own in log mode, for a caller whose own periodic line carries
+    ``eta_s()`` (the training loop), so that a log does not get two lines for the same progress."""
 
     def __init__(self, total: float, desc: str, unit: str = "it", *, initial: float = 0, enabled: bool = True,
-                 interval_s: float = 60.0, mode: str | None = None) -> None:
+                 interval_s: float | None = 60.0, mode: str | None = None) -> None:
         self.total, self.desc, self.unit = total, desc, unit
         self.n = initial
         self.mode = (mode or progress_mode()) if enabled else "off"
         self.interval_s = interval_s
         self._start_n, self._start = initial, time.monotonic()
         self._last_log = self._start
+        self._logged_n = initial  # the count the last log line showed: close() does not repeat that line
         self._postfix: dict[str, str] = {}
         self._bar = None
         self._closed = False
+        self._redirect = None
         if self.mode == "bar":
             from tqdm import tqdm
+            from tqdm.contrib.logging import logging_redirect_tqdm
 
             self._bar = tqdm(total=total, initial=initial, desc=desc, unit=unit, unit_scale=True, file=sys.stderr,
                              dynamic_ncols=True, leave=True)
+            self._redirect = logging_redirect_tqdm()
+            self._redirect.__enter__()
 
     def rate(self) -> float:
         """Counted units per second since this object was made (resumed work excluded)."""
@@ -77,7 +87,7 @@ class Progress:
         self.n += n
         if self._bar is not None:
             self._bar.update(n)
-        elif self.mode == "log" and time.monotonic() - self._last_log >= self.interval_s:
+        elif self.mode == "log" and self.interval_s is not None and time.monotonic() - self._last_log >= self.interval_s:
             self._log_line()
 
     def line(self) -> str:
@@ -90,6 +100,7 @@ class Progress:
 
     def _log_line(self) -> None:
         self._last_log = time.monotonic()
+        self._logged_n = self.n
         log.info("%s", self.line())
 
     def write(self, message: str) -> None:
@@ -105,7 +116,8 @@ class Progress:
         self._closed = True
         if self._bar is not None:
             self._bar.close()
-        elif self.mode == "log" and self.n > self._start_n:
+            self._redirect.__exit__(None, None, None)
+        elif self.mode == "log" and self.interval_s is not None and self.n != self._logged_n:
             self._log_line()
 
     def __enter__(self) -> "Progress":

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from kacdist.kac import GuidedVelocity, KacProcess, integrate
+from kacdist.progress import Progress
 from kacdist.train.device import autocast
 
 
@@ -56,8 +57,12 @@ def generate(
     batch_size: int = 256,
     device: torch.device | str = "cpu",
     amp_dtype: torch.dtype | None = None,
+    progress: Progress | None = None,
 ) -> SampleResult:
-    """Sample ``len(seeds)`` images; ``labels`` None for an unconditional model."""
+    """Sample ``len(seeds)`` images; ``labels`` None for an unconditional model.
+
+    ``progress``: advanced by each batch's images. None (the default) shows nothing: the training loop's
+    snapshots and monitor sample inside its own bar; the sample and eval stages pass theirs."""
     device = torch.device(device)
     model.eval()
     null_label = getattr(model, "null_label", None)
@@ -79,6 +84,8 @@ def generate(
         result = integrate(v, x, steps, integrator)
         nfe = result.nfe
         outputs.append(result.x.clamp(-1, 1).cpu())
+        if progress is not None:
+            progress.update(len(chunk))
     if device.type == "cuda":
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

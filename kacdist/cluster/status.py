@@ -12,14 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kacdist.config.schema import RunConfig
-from kacdist.stages.common import run_root
+from kacdist.stages.common import RunNotFoundError, missing_run_message, run_root
 
 LIVE_STATES = {"PENDING", "RUNNING", "REQUEUED", "SUSPENDED", "CONFIGURING", "COMPLETING", "RESIZING",
                "REQUEUE_HOLD", "REQUEUE_FED", "SIGNALING", "STAGE_OUT", "STOPPED", "PREEMPTED"}
-
-
-class RunNotFoundError(FileNotFoundError):
-    pass
 
 
 @dataclass
@@ -130,10 +126,8 @@ def rows(cfg: RunConfig) -> list[StageRow]:
     from kacdist.cluster.slurm import read_jobs
 
     root = run_root(cfg)
-    if not root.is_dir():
-        parent = root.parent
-        have = sorted(p.name for p in parent.iterdir() if p.is_dir()) if parent.is_dir() else []
-        raise RunNotFoundError(f"no run {cfg.run_name!r} in {parent}: runs there: {', '.join(have) or 'none'}")
+    if not root.is_dir():  # the command line checks first (kacdist.cli); this is for callers of the library
+        raise RunNotFoundError(missing_run_message(root))
     jobs = read_jobs(root)
     states = job_states([j["job_id"] for j in jobs.values()])
     table = []

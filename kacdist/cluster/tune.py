@@ -191,6 +191,8 @@ def _interrupted(grid, settings: list[Setting]) -> bool:
 def _fit_or_restore(cfg: RunConfig, name: str, settings: list[Setting], scheduler, resources: dict, threads: int):
     from ray import tune
 
+    from kacdist.cluster.tune_progress import SweepProgress
+
     storage = tune_root(cfg) / "ray"
     path = storage / name
     trainable = tune.with_resources(tune.with_parameters(_trial, base=cfg), resources)
@@ -209,7 +211,8 @@ def _fit_or_restore(cfg: RunConfig, name: str, settings: list[Setting], schedule
         tune_config=tune.TuneConfig(metric=METRIC, mode="min", scheduler=scheduler,
                                     max_concurrent_trials=cfg.tune.max_concurrent),
         run_config=tune.RunConfig(name=name, storage_path=str(storage), verbose=0,
-                                  failure_config=tune.FailureConfig(max_failures=0)),
+                                  failure_config=tune.FailureConfig(max_failures=0),
+                                  callbacks=[SweepProgress(len(settings), name)]),  # restored with the experiment
     )
     return tuner.fit()
 
@@ -232,6 +235,9 @@ def run_tune(cfg: RunConfig, echo=print):
     tc = cfg.tune
     root = tune_root(cfg)
     root.mkdir(parents=True, exist_ok=True)
+    from kacdist.track.provenance import record_provenance
+
+    record_provenance(root, "tune")  # each start or restore of the sweep
     proposal = propose(data_sample(cfg))
     echo(proposal.describe())
     settings = sweep_settings(tc, proposal.setting if tc.proposal else None)

@@ -44,8 +44,12 @@ def _parse(argv: Sequence[str], config_dir: Path) -> tuple[dict, set, list[str]]
     overrides: list[str] = []
     named: set[str] = set()
     for token in argv:
-        if "=" not in token or token.startswith("-"):
-            raise ConfigError(f"cannot parse {token!r}: use group=name ({', '.join(GROUPS)}) or dotted.key=value")
+        if token.startswith("-"):  # --help is answered before parsing (kacdist.cli); no other option exists
+            raise ConfigError(f"cannot parse {token!r}: there are no options but --help; settings are group=name "
+                              f"({', '.join(GROUPS)}) or dotted.key=value (kacdist --help lists them)")
+        if "=" not in token:
+            raise ConfigError(f"cannot parse {token!r}: use group=name ({', '.join(GROUPS)}) or dotted.key=value "
+                              "(kacdist --help lists them)")
         key, value = token.split("=", 1)
         if key == "from":  # `from=<checkpoint or stage>`: where a distillation stage starts (DistillConfig.init)
             overrides.append(f"distill.init={value}")

@@ -15,9 +15,9 @@ from typing import Dict, List, Optional
 class KacConfig:
     """Kac forward process (DistillKac Table B-1): CIFAR-10 (25, 2) g=t; CelebA-64 and LSUN (3000, 20) g=t²."""
 
-    a: float = 25.0
-    c: float = 2.0
-    g: str = "t"
+    a: float = 25.0  # rate of the Poisson direction flips (the damping)
+    c: float = 2.0  # speed: |K_s| <= c·s
+    g: str = "t"  # time change g(t): t or t2 (t²)
     sampler: str = "envelope"
 
 
@@ -46,16 +46,16 @@ class DatasetConfig:
 
 @dataclass
 class ModelConfig:
-    preset: str = "tiny"
+    preset: str = "tiny"  # the UNet preset (kacdist.models.presets, docs/models.md)
     dropout: Optional[float] = None  # None: the preset's value
     use_checkpoint: bool = False
 
 
 @dataclass
 class TrainConfig:
-    total_kimg: float = 200.0
-    batch_size: int = 128
-    lr: float = 2e-4
+    total_kimg: float = 200.0  # training length in thousands of images
+    batch_size: int = 128  # the global batch, whatever the number of workers
+    lr: float = 2e-4  # AdamW's peak learning rate
     weight_decay: float = 0.01
     warmup_frac: float = 0.02  # then flat, then cosine: 2% / 58% / 40% (DistillKac App. B.1)
     flat_frac: float = 0.58
@@ -85,9 +85,9 @@ class TrainConfig:
 @dataclass
 class SampleConfig:
     integrator: str = "ab2"
-    steps: int = 100
-    guidance: float = 1.2
-    num_images: int = 100
+    steps: int = 100  # integrator steps from t = 1 to 0
+    guidance: float = 1.2  # classifier-free guidance w: 0 unconditional, 1 conditional, > 1 guided
+    num_images: int = 100  # images to draw
     labels: List[int] = field(default_factory=list)  # empty: cycle through the classes
     seed: int = 0
     batch_size: int = 256
@@ -110,14 +110,14 @@ class DistillConfig:
     init: str = ""
     teacher_steps: int = 100
     student_steps: int = 20
-    ladder: List[int] = field(default_factory=lambda: [100, 20, 4, 2, 1])  # stage=ladder
+    ladder: List[int] = field(default_factory=lambda: [100, 20, 4, 2, 1])  # stage=ladder: each count distilled into the next
     # the teacher's substep integrator; auto: ab2 for the guided teacher, euler for an earlier student (whose
     # own sampler is Euler on its grid, so N Euler substeps reproduce it exactly)
     teacher_integrator: str = "auto"
     guidance: float = 1.2  # w of the guided teacher (eq. 6); students learn the guided velocity, sampled with w = 1
     x_source: str = "forward"  # forward | student_rollout | teacher_rollout (kacdist.train.distill)
     tag: str = ""  # appended to the stage directory, to compare variants within one run
-    total_kimg: float = 20.0
+    total_kimg: float = 20.0  # length of one distillation stage in thousands of images
     batch_size: int = 128
     lr: float = 1e-4
     ema_decay: float = 0.999
@@ -131,7 +131,7 @@ class DistillConfig:
 
 @dataclass
 class EvalConfig:
-    num_samples: int = 898  # digits protocol: the size of the odd half (kacdist.stages.evaluate)
+    num_samples: int = 898  # images per evaluated setting (digits protocol: the size of the odd half)
     integrators: List[str] = field(default_factory=lambda: ["euler", "midpoint", "ab2"])
     steps: List[int] = field(default_factory=lambda: [100, 50, 20, 10, 4, 2, 1])
     guidance: List[float] = field(default_factory=lambda: [1.2, 0.0])
@@ -152,9 +152,11 @@ class WandbConfig:
 
     offline (default): files under <run>/<stage>/wandb, no account needed, ``wandb sync`` later; online: needs a
     login (``wandb login`` or WANDB_API_KEY); disabled: nothing. The API key is read by wandb from its own
-    settings or the environment, never from or into a config. Every row also goes to metrics.parquet."""
+    settings or the environment, never from or into a config. Every row also goes to metrics.parquet.
+    wandb's own WANDB_MODE environment variable, when set, overrides ``mode`` (the test suite sets it to
+    disabled); online without a login is refused when the config is validated."""
 
-    mode: str = "offline"
+    mode: str = "offline"  # offline | online | disabled
     project: str = "kacdist"
     entity: str = ""
 
@@ -187,8 +189,8 @@ class ClusterConfig:
     partition: str = ""  # "": the cluster's default partition
     account: str = ""
     qos: str = ""
-    nodes: int = 1
-    gpus_per_node: int = 0
+    nodes: int = 1  # nodes of one SLURM job
+    gpus_per_node: int = 0  # GPUs of each node (0: a CPU job)
     cpus_per_node: int = 2  # CPUs the job holds on each node (one task per node)
     mem_gb: int = 0  # memory per node; 0: the cluster's default
     timeout_min: int = 60  # the job's time limit; at the limit the stage checkpoints and is requeued
@@ -236,8 +238,8 @@ class TuneConfig:
 class RunConfig:
     stage: str = "teacher"
     run_name: str = ""  # "": the dataset's name
-    runs_dir: str = "runs"
-    print_config: bool = False
+    runs_dir: str = "runs"  # where runs live: <runs_dir>/<run_name>/
+    print_config: bool = False  # print the resolved configuration and exit
     kac: KacConfig = field(default_factory=KacConfig)
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

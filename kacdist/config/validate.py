@@ -111,6 +111,9 @@ def validate_config(cfg: RunConfig) -> None:
     for w in e.guidance:
         _nonnegative("eval.guidance[]", w)
     _choice("wandb.mode", cfg.wandb.mode, WANDB_MODES)
+    from kacdist.track.wandb_run import check_wandb  # WANDB_MODE and, for online mode, a login, before any work
+
+    check_wandb(cfg)
     if not cfg.sample.source or "/" in cfg.sample.source:
         raise ConfigError(f"sample.source={cfg.sample.source!r} is invalid: a stage name such as teacher or distill-100-20")
     _validate_model(cfg)

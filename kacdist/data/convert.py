@@ -45,6 +45,7 @@ from kacdist.data.manifest import (
     write_progress_record,
 )
 from kacdist.data.shards import KEY_RE, SHARD_NAME_RE, ShardSample, shard_brace_pattern, shard_file_name, write_shard
+from kacdist.progress import Progress
 
 logger = logging.getLogger(__name__)
 
@@ -261,16 +262,18 @@ def _check_card_compatible(card: Mapping[str, Any], description: DatasetDescript
             )
 
 
-def _run_tasks(source: ImageSource, tasks: list[_ShardTask], workers: int) -> list[_ShardOutcome]:
+def _run_tasks(source: ImageSource, tasks: list[_ShardTask], workers: int, bar: Progress) -> list[_ShardOutcome]:
     outcomes: list[_ShardOutcome] = []
 
     def log_outcome(outcome: _ShardOutcome) -> None:
         record = outcome.record
         state = "reused (hash verified)" if outcome.reused else "written"
-        logger.info(
+        # each shard's line only on request: the progress line counts images with rate and ETA
+        logger.debug(
             "%s %s: %d samples, %d skipped [%d/%d]",
             record.shard, state, record.num_samples, len(record.skipped), len(outcomes), len(tasks),
         )
+        bar.update(record.num_samples + len(record.skipped))  # the shard's source images
 
     if workers <= 1 or len(tasks) <= 1:
         _install_source(source)
@@ -325,11 +328,13 @@ def convert_dataset(
     *,
     workers: int = 1,
     strict: bool = False,
+    progress: bool = False,
 ) -> ConversionReport:
     """Convert the given splits of ``source`` into shards + manifest + card under ``out_dir``.
 
     Splits already in ``out_dir`` but not named here are kept. Returns per-split counts, including how
-    many shards were reused from an earlier run and which source images were skipped.
+    many shards were reused from an earlier run and which source images were skipped. ``progress``: show
+    the source images done (written, skipped or found in a reused shard) with rate and ETA (kacdist.progress).
     """
     dataset_dir = Path(out_dir)
     num_classes = len(description.class_names)
@@ -364,7 +369,9 @@ def convert_dataset(
                         previous=previous.get(name),
                     )
                 )
-        outcomes = _run_tasks(source, tasks, workers)
+        total = sum(len(task.items) for task in tasks)
+        with Progress(total, f"convert {dataset_dir.name}", unit="img", enabled=progress) as bar:
+            outcomes = _run_tasks(source, tasks, workers, bar)
         for outcome in outcomes:
             report = reports[outcome.record.split]
             report.num_samples += outcome.record.num_samples

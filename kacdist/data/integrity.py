@@ -29,6 +29,7 @@ from kacdist.data.manifest import (
 )
 from kacdist.data.shards import SHARD_NAME_RE
 from kacdist.data.tarstream import iter_tar_samples
+from kacdist.progress import Progress
 
 KEYS_LISTED_PER_SHARD: Final = 10
 """Missing/unexpected keys named individually per shard before the rest is summarised."""
@@ -130,8 +131,16 @@ def verify_shard(check: ShardCheck) -> tuple[list[Problem], int]:
     return problems, len(keys_read)
 
 
-def verify_dataset(dataset_dir: str | Path, *, workers: int = 1, decode: bool = True) -> VerifyReport:
-    """Check every shard listed in the manifest and look for unlisted shards and leftovers."""
+def _counted(results, checks: list[ShardCheck], bar: Progress):
+    """The shards' results as they come (in order), the bar advanced by each shard's listed samples."""
+    for check, result in zip(checks, results):
+        bar.update(check.record.num_samples)
+        yield result
+
+
+def verify_dataset(dataset_dir: str | Path, *, workers: int = 1, decode: bool = True, progress: bool = False) -> VerifyReport:
+    """Check every shard listed in the manifest and look for unlisted shards and leftovers. ``progress``: show the
+    samples the manifest lists as their shards are checked, with rate and ETA (kacdist.progress)."""
     directory = Path(dataset_dir)
     report = VerifyReport(dataset_dir=directory)
     if not manifest_path(directory).is_file():
@@ -143,12 +152,14 @@ def verify_dataset(dataset_dir: str | Path, *, workers: int = 1, decode: bool = 
         report.warnings.append("no dataset card (dataset.json); image sizes are not checked")
     resolution = card.get("resolution")
     checks = [ShardCheck(directory, record, resolution, decode) for record in records]
-    if workers > 1 and len(checks) > 1:
-        context = multiprocessing.get_context("spawn")
-        with concurrent.futures.ProcessPoolExecutor(min(workers, len(checks)), mp_context=context) as pool:
-            results = list(pool.map(verify_shard, checks))
-    else:
-        results = [verify_shard(check) for check in checks]
+    total = sum(record.num_samples for record in records)
+    with Progress(total, f"verify {directory.name}", unit="img", enabled=progress) as bar:
+        if workers > 1 and len(checks) > 1:
+            context = multiprocessing.get_context("spawn")
+            with concurrent.futures.ProcessPoolExecutor(min(workers, len(checks)), mp_context=context) as pool:
+                results = list(_counted(pool.map(verify_shard, checks), checks, bar))
+        else:
+            results = list(_counted(map(verify_shard, checks), checks, bar))
     for problems, samples in results:
         report.problems.extend(problems)
         report.samples_checked += samples

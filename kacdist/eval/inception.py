@@ -170,9 +170,11 @@ class InceptionFID:
         batches: Iterable[Any] | torch.Tensor | Callable[[], Iterable[Any] | torch.Tensor],
         cache_dir: str | os.PathLike[str],
         max_samples: int | None = None,
+        progress: bool = False,
     ) -> FeatureStats:
-        """Real-data statistics, computed once and cached as ``<cache_dir>/<name>--<fingerprint>.npz``."""
-        return cached_reference_stats(self, name, batches, cache_dir, max_samples=max_samples)
+        """Real-data statistics, computed once and cached as ``<cache_dir>/<name>--<fingerprint>.npz``;
+        ``progress`` shows the computation."""
+        return cached_reference_stats(self, name, batches, cache_dir, max_samples=max_samples, progress=progress)
 
     def fid(self, images: Iterable[Any] | torch.Tensor, reference: FeatureStats, max_samples: int | None = None) -> float:
         """FID of generated ``images`` against cached ``reference`` statistics."""

@@ -24,6 +24,7 @@ import torch
 
 from kacdist.atomic import atomic_output as atomic_path
 from kacdist.eval.frechet import RunningStats, frechet_distance, psd_sqrt
+from kacdist.progress import Progress
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -107,14 +108,18 @@ def compute_stats(
     *,
     max_samples: int | None = None,
     name: str = "",
+    progress: Progress | None = None,
 ) -> FeatureStats:
     """Feature statistics of the images in ``batches`` (an iterable of batches, or one (N, C, H, W) tensor).
 
     With ``max_samples`` exactly that many images are used (the last batch is cut) and fewer raises:
     FIDs are only comparable at one fixed sample count. Without it every image is used.
+    ``progress`` is advanced by each batch's images; one tensor is then fed in the extractor's own
+    ``batch_size`` (when it has one) so that the count moves, which changes the statistics only by float rounding.
     """
     if isinstance(batches, torch.Tensor):
-        batches = [batches]
+        step = getattr(extractor, "batch_size", 0) if progress is not None else 0
+        batches = list(batches.split(step)) if step else [batches]
     running = RunningStats()
     for batch in batches:
         images = _images_of(batch)
@@ -122,6 +127,8 @@ def compute_stats(
             images = images[: max_samples - running.n]
         if images.shape[0]:
             running.update(extractor.features(images))
+            if progress is not None:
+                progress.update(images.shape[0])
         if max_samples is not None and running.n >= max_samples:
             break
     if max_samples is not None and running.n < max_samples:
@@ -143,12 +150,14 @@ def cached_reference_stats(
     cache_dir: str | os.PathLike[str],
     *,
     max_samples: int | None = None,
+    progress: bool = False,
 ) -> FeatureStats:
     """Reference statistics of real images, computed once and cached as ``<name>--<fingerprint>.npz``.
 
     ``name`` identifies the real set and protocol (e.g. ``"digits16-train"``, ``"cifar10-train-50k"``);
     ``batches`` may be a zero-argument callable so that the real data is not even opened on a cache hit.
     A cached file whose sample count differs from ``max_samples`` raises instead of being silently used.
+    ``progress``: show the computation (a cache miss; 50,000 Inception images take minutes) with rate and ETA.
     """
     path = reference_stats_path(cache_dir, name, extractor.fingerprint)
     if path.exists():
@@ -160,6 +169,8 @@ def cached_reference_stats(
             )
         return stats
     source = batches() if callable(batches) else batches
-    stats = compute_stats(extractor, source, max_samples=max_samples, name=name)
+    total = max_samples if max_samples is not None else len(source) if isinstance(source, torch.Tensor) else None
+    with Progress(total or 0, f"reference {name}", unit="img", enabled=progress and total is not None) as bar:
+        stats = compute_stats(extractor, source, max_samples=max_samples, name=name, progress=bar)
     stats.save(path)
     return stats

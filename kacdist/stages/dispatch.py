@@ -3,21 +3,24 @@
 * ``train(cfg, workers)``: the training part of teacher / distill / ladder, run by every data-parallel
   worker (in this process, or in each Ray Train worker).
 * ``after_training(cfg)``: what follows training in one process: the evaluation table asked for by
-  ``eval.after_teacher`` or ``eval.after_ladder``.
+  ``eval.after_teacher`` or ``eval.after_ladder``, then the run's report (``report.after_stage``).
 * ``run(cfg)``: the whole stage in this process (``cluster.workers=0``): ``train`` then ``after_training``
-  for the training stages, or sample / eval / kac_demo.
+  for the training stages, or sample / eval (then the report) / kac_demo / report.
 
 Stages know nothing of Ray or schedulers; ``kacdist.cluster`` decides where ``train`` runs.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 
 from kacdist.config.schema import RunConfig
 from kacdist.train.workers import Workers
 
 TRAINING_STAGES = ("teacher", "distill", "ladder")
+
+log = logging.getLogger(__name__)
 
 
 def train(cfg: RunConfig, workers: Workers | None = None):
@@ -41,6 +44,29 @@ def after_training(cfg: RunConfig) -> None:
         from kacdist.stages.evaluate import run_eval
 
         run_eval(cfg)
+    report_after_stage(cfg)
+
+
+def write_report(cfg: RunConfig):
+    """stage=report: write the run's report; its path is the last line printed."""
+    from kacdist.report import run_report
+
+    path = run_report(cfg)
+    print(f"report: {path}", flush=True)
+    return path
+
+
+def report_after_stage(cfg: RunConfig) -> None:
+    """The run's report after a stage, when ``report.after_stage``. The stage's results are on disk
+    whatever happens here, so a report that cannot be written is a warning naming the command that
+    retries it, not a failed stage."""
+    if not cfg.report.after_stage:
+        return
+    try:
+        write_report(cfg)
+    except Exception as err:  # noqa: BLE001 - any failure of the report; the stage itself succeeded
+        log.warning("report not written (%s: %s); write it with: python jobs/launch.py stage=report run_name=%s "
+                    "runs_dir=%s", type(err).__name__, err, cfg.run_name, cfg.runs_dir)
 
 
 def run(cfg: RunConfig):
@@ -56,7 +82,11 @@ def run(cfg: RunConfig):
     if cfg.stage == "eval":
         from kacdist.stages.evaluate import run_eval
 
-        return run_eval(cfg)
+        rows = run_eval(cfg)
+        report_after_stage(cfg)
+        return rows
+    if cfg.stage == "report":
+        return write_report(cfg)
     if cfg.stage == "kac_demo":
         import runpy
         from pathlib import Path

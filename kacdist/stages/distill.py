@@ -5,6 +5,9 @@ checkpoints/, metrics.parquet, samples/, DONE) plus source.json naming the check
 stage finds its input when it starts, by reading the previous stage's DONE (never a path fixed at submission):
 a T-step model comes from the finished stage that produced one (distill-*-T[-tag]) or, for the first
 rung, from the guided teacher. A finished stage is reused, not retrained; rerunning resumes.
+
+Rank 0 records each attempt of a stage in its provenance.json and tracks the stage as one wandb run of job
+type distill (``kacdist.track``), grouped with the run's teacher.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from kacdist.config.schema import RunConfig
 from kacdist.kac import KacProcess
 from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import run_root, stage_dir
+from kacdist.track.wandb_run import track_stage
 from kacdist.train.checkpoint import load_latest_checkpoint
 from kacdist.train.device import autocast_dtype, resolve_device
 from kacdist.train.distill import guided_teacher, student_teacher, substeps, train_distill
@@ -180,6 +184,9 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
               "teacher_integrator": integrator, "guidance": dc.guidance if source.kind == "teacher" else None,
               "x_source": dc.x_source}
     if w.is_main:
+        from kacdist.track.provenance import record_provenance
+
+        record_provenance(out, name)
         save_config(stage_cfg, out / "config.yaml")
         atomic_write_bytes(out / "source.json", json.dumps(record, indent=2).encode())
         log.info("%s: %s from %s, N = %d %s substeps, x from %s", name, source.kind, source.checkpoint, n, integrator, dc.x_source)
@@ -191,12 +198,14 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
         return make_batches(cfg.dataset, dc.batch_size // w.world_size, dc.seed, start_step, w.rank, w.world_size, device)
 
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
-    result = train_distill(
-        settings, out, student, teacher, process, batches, to_yaml(stage_cfg), device,
-        teacher_steps=teacher_steps, student_steps=student_steps, integrator=integrator, x_source=dc.x_source,
-        amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps),
-        workers=w, engine=resolve_engine(cfg), zero_stage=cfg.train.zero_stage,
-    )
+    with track_stage(stage_cfg, out, name, job_type="distill", enabled=w.is_main) as tracking:
+        result = train_distill(
+            settings, out, student, teacher, process, batches, to_yaml(stage_cfg), device,
+            teacher_steps=teacher_steps, student_steps=student_steps, integrator=integrator, x_source=dc.x_source,
+            amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps),
+            workers=w, engine=resolve_engine(cfg), zero_stage=cfg.train.zero_stage,
+            on_metrics=tracking.send_committed if tracking else None,
+        )
     if w.is_main:
         log.info("%s %s: step %d, %.1f kimg, checkpoint %s", name, result.status, result.step, result.kimg, result.checkpoint)
     return result

@@ -34,9 +34,11 @@ import torch
 
 from kacdist.config.schema import RunConfig
 from kacdist.kac import KacProcess, nfe_per_call
+from kacdist.progress import Progress
 from kacdist.sampling import generate
 from kacdist.stages.common import load_teacher, stage_dir
 from kacdist.train.device import autocast_dtype, resolve_device
+from kacdist.track.provenance import record_provenance
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +108,8 @@ def _judges(cfg: RunConfig, device: torch.device):
 
             fid = InceptionFID(device=device)
             even = digits_tensors("all", ds.resolution, ds.channels)[0][0::2][: ec.reference_images]
-            inception_ref = fid.reference_stats(f"digits{ds.resolution}-even{len(even)}", even, cache, max_samples=len(even))
+            inception_ref = fid.reference_stats(f"digits{ds.resolution}-even{len(even)}", even, cache, max_samples=len(even),
+                                                progress=True)
             judges.append(lambda images, labels: {"fid": inception_ref.frechet_distance(fid.stats(images))})
             header += f"; Inception FID against {len(even)} images of the even half"
     elif ds.source == "shards":
@@ -120,7 +123,7 @@ def _judges(cfg: RunConfig, device: torch.device):
         fid = InceptionFID(device=device)
         # streamed in batches (only on a cache miss): the reference images are never all in memory
         reference = fid.reference_stats(f"{ds.name}{ds.resolution}-first{m}", lambda: (x for x, _ in _real_stream(ds)),
-                                        cache, max_samples=m)
+                                        cache, max_samples=m, progress=True)
         judges.append(lambda images, labels: {"fid": reference.frechet_distance(fid.stats(images)), "num_images": int(len(images))})
         header = f"Inception FID on {n} images against the first {m} images of {ds.urls}"
         if len(floor_images) < n:  # e.g. FID against all 50,000 CIFAR-10 training images: no held-out real set
@@ -146,6 +149,7 @@ def _judges(cfg: RunConfig, device: torch.device):
 
 def run_eval(cfg: RunConfig) -> list[dict]:
     ec = cfg.eval
+    record_provenance(stage_dir(cfg, "eval"), "eval")
     device = resolve_device(cfg.train.device)
     n = ec.num_samples
     judge, floor_images, floor_labels, header = _judges(cfg, device)
@@ -160,22 +164,24 @@ def run_eval(cfg: RunConfig) -> list[dict]:
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     labels = torch.arange(n) % cfg.dataset.num_classes if cfg.dataset.num_classes else None
     amp = autocast_dtype(cfg.train.precision, device)
-    for w in ec.guidance:
-        for integrator in ec.integrators:
-            for steps in ec.steps:
-                if integrator in ("midpoint", "heun") and nfe_per_call(integrator, steps) > 2 * max(ec.steps):
-                    continue
-                for seed in ec.seeds:
-                    seeds = [seed * 1_000_003 + i for i in range(n)]
-                    result = generate(model, process, shape, seeds, labels, integrator, steps, w, cfg.sample.batch_size, device, amp)
-                    row = {"model": "teacher", "integrator": integrator, "steps": steps, "guidance": w, "seed": seed,
-                           "nfe": result.nfe, "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
-                           **judge(result.images, labels)}
-                    rows.append(row)
-                    log.info("w=%g %-8s %3d steps (%3d NFE) seed %d: %s  %.0f img/s", w, integrator, steps,
-                             result.nfe, seed, _metrics_text(row), result.images_per_s)
-    if ec.students:
-        rows += evaluate_students(cfg, judge, n, labels, device, amp, process, shape)
+    settings = [(w, integrator, steps, seed) for w in ec.guidance for integrator in ec.integrators for steps in ec.steps
+                if not (integrator in ("midpoint", "heun") and nfe_per_call(integrator, steps) > 2 * max(ec.steps))
+                for seed in ec.seeds]
+    students = finished_students(cfg) if ec.students else []
+    # one bar over every image the table generates (sampling and judging them): its ETA is the table's
+    with Progress(n * (len(settings) + len(students) * len(ec.seeds)), "eval", unit="img") as progress:
+        for w, integrator, steps, seed in settings:
+            seeds = [seed * 1_000_003 + i for i in range(n)]
+            result = generate(model, process, shape, seeds, labels, integrator, steps, w, cfg.sample.batch_size, device, amp,
+                              progress=progress)
+            row = {"model": "teacher", "integrator": integrator, "steps": steps, "guidance": w, "seed": seed,
+                   "nfe": result.nfe, "images_per_s": result.images_per_s, "checkpoint": str(ckpt),
+                   **judge(result.images, labels)}
+            rows.append(row)
+            log.info("w=%g %-8s %3d steps (%3d NFE) seed %d: %s  %.0f img/s", w, integrator, steps,
+                     result.nfe, seed, _metrics_text(row), result.images_per_s)  # above the bar (kacdist.progress)
+        if students:
+            rows += evaluate_students(cfg, judge, n, labels, device, amp, process, shape, progress)
     for row in rows:
         row["header"] = header
     out = stage_dir(cfg, "eval")
@@ -184,6 +190,9 @@ def run_eval(cfg: RunConfig) -> list[dict]:
     pq.write_table(table, out / "fd_vs_nfe.parquet")
     (out / "fd_vs_nfe.md").write_text(format_table(rows))
     print(format_table(rows))
+    from kacdist.track.wandb_run import log_eval_table
+
+    log_eval_table(cfg, out, rows)
     return rows
 
 
@@ -212,14 +221,16 @@ def _metrics_text(row: dict) -> str:
     return "  ".join(parts)
 
 
-def evaluate_students(cfg, judge, n, labels, device, amp, process, shape) -> list[dict]:
-    """Each finished student, sampled as trained: Euler on its own grid, w = 1 (conditional velocity)."""
+def evaluate_students(cfg, judge, n, labels, device, amp, process, shape, progress: Progress | None = None) -> list[dict]:
+    """Each finished student, sampled as trained: Euler on its own grid, w = 1 (conditional velocity).
+    ``progress`` is advanced by the images generated."""
     rows = []
     for name, steps in finished_students(cfg):
         model, ckpt = load_teacher(cfg, device, use_ema=True, stage=name)
         for seed in cfg.eval.seeds:
             seeds = [seed * 1_000_003 + i for i in range(n)]
-            result = generate(model, process, shape, seeds, labels, "euler", steps, 1.0, cfg.sample.batch_size, device, amp)
+            result = generate(model, process, shape, seeds, labels, "euler", steps, 1.0, cfg.sample.batch_size, device, amp,
+                              progress=progress)
             row = {"model": name, "integrator": "euler", "steps": steps, "guidance": 1.0, "seed": seed, "nfe": result.nfe,
                    "images_per_s": result.images_per_s, "checkpoint": str(ckpt), **judge(result.images, labels)}
             rows.append(row)

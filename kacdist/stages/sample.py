@@ -19,6 +19,8 @@ import torch
 
 from kacdist.config.schema import RunConfig
 from kacdist.kac import KacProcess
+from kacdist.progress import Progress
+from kacdist.track.provenance import record_provenance
 from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import load_stage_state, model_from_state, stage_dir
 from kacdist.train.device import autocast_dtype, resolve_device
@@ -57,6 +59,7 @@ def run_sample(cfg: RunConfig) -> dict:
     sc = cfg.sample
     device = resolve_device(cfg.train.device)
     state, ckpt = load_stage_state(cfg, device, sc.checkpoint, sc.source)
+    record_provenance(stage_dir(cfg, "sample"), "sample")
     model = model_from_state(cfg, state, device, sc.use_ema)
     student = state.get("distill")  # the record a DistillKac stage writes into its checkpoints
     del state
@@ -72,10 +75,11 @@ def run_sample(cfg: RunConfig) -> dict:
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     seeds = [sc.seed * 1_000_003 + i for i in range(sc.num_images)]
     labels = sample_labels(cfg, sc.num_images)
-    result = generate(
-        model, process, shape, seeds, labels, sc.integrator, sc.steps, sc.guidance, sc.batch_size, device,
-        autocast_dtype(cfg.train.precision, device),
-    )
+    with Progress(sc.num_images, f"sample {sc.integrator}-{sc.steps}", unit="img") as progress:
+        result = generate(
+            model, process, shape, seeds, labels, sc.integrator, sc.steps, sc.guidance, sc.batch_size, device,
+            autocast_dtype(cfg.train.precision, device), progress=progress,
+        )
     out = stage_dir(cfg, "sample")
     out.mkdir(parents=True, exist_ok=True)
     stem = out / sample_stem(sc.source, sc.integrator, sc.steps, sc.guidance, sc.seed)

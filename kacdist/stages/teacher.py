@@ -1,6 +1,9 @@
 """stage=teacher: train (or resume, or confirm) the Guided Kac Flow teacher, with sample grids, periodic FD
 and early stopping (rank 0 samples and evaluates; the loop shares its decision). The evaluation table that
-``eval.after_teacher`` asks for is run afterwards by ``kacdist.stages.dispatch``, in one process."""
+``eval.after_teacher`` asks for is run afterwards by ``kacdist.stages.dispatch``, in one process.
+
+Rank 0 records each attempt in ``teacher/provenance.json`` and tracks the stage as one wandb run
+(``kacdist.track``: offline files under ``teacher/wandb/`` by default)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ from kacdist.kac import KacProcess
 from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import stage_dir
 from kacdist.stages.sample import sample_labels
+from kacdist.track.wandb_run import track_stage
+from kacdist.train.loop import read_done
 from kacdist.train.teacher import TeacherResult, train_teacher
 from kacdist.train.workers import Workers
 
@@ -92,7 +97,16 @@ def monitor_name(cfg: RunConfig) -> str:
 
 def run_teacher(cfg: RunConfig, workers: Workers | None = None) -> TeacherResult:
     """Train the teacher of ``cfg`` (on this worker, one of ``workers``; None: the only one)."""
-    result = train_teacher(cfg, stage_dir(cfg, "teacher"), workers=workers, monitor=_monitor(cfg), snapshot=_snapshot(cfg))
-    if workers is None or workers.is_main:
+    out = stage_dir(cfg, "teacher")
+    main = workers is None or workers.is_main
+    training = read_done(out) is None  # a finished stage is confirmed, not tracked or recorded again
+    if main and training:
+        from kacdist.track.provenance import record_provenance
+
+        record_provenance(out, "teacher")
+    with track_stage(cfg, out, "teacher", enabled=main and training) as tracking:
+        result = train_teacher(cfg, out, workers=workers, monitor=_monitor(cfg), snapshot=_snapshot(cfg),
+                               on_metrics=tracking.send_committed if tracking else None)
+    if main:
         log.info("teacher %s: step %d, %.1f kimg, checkpoint %s", result.status, result.step, result.kimg, result.checkpoint)
     return result

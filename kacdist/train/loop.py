@@ -18,6 +18,10 @@ velocity norms are means over all workers; a non-finite loss and early stopping 
 A stop request (``Workers.stop_requested``: a scheduler's preemption or time-limit signal, seen by the
 execution layer) is agreed across ranks with the step's loss, so every rank finishes the same step; the loop
 then writes a checkpoint at that step boundary and raises ``StopRequested``. The requeued job resumes there.
+
+Progress (rank 0): a bar on a terminal, else the periodic log line every ``log_every_kimg`` carries the kimg
+done of the total, the rate and the time left (``kacdist.progress``). Metrics rows reach an experiment tracker
+(``on_metrics``) only once committed with a checkpoint, so a resumed run sends each step once.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import torch
 from torch import nn
 
 from kacdist.atomic import atomic_write_bytes
+from kacdist.progress import Progress, format_eta
 from kacdist.train.checkpoint import load_latest_checkpoint, save_checkpoint
 from kacdist.train.ema import EMA
 from kacdist.train.engine import make_engine
@@ -137,6 +142,7 @@ def run_loop(
     zero_stage: int = 0,
     kac_c: float = 1.0,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    on_metrics: Callable[[list[dict]], None] | None = None,
     monitor: Callable[[nn.Module, int], float] | None = None,
     snapshot: Callable[[nn.Module, int], None] | None = None,
 ) -> LoopResult:
@@ -148,6 +154,9 @@ def run_loop(
     every ``eval_every_kimg`` (lower is better) and drives early stopping after ``early_stop_patience``
     evaluations without improvement; ``snapshot(ema_model, step)`` runs on rank 0 every
     ``sample_every_kimg`` and at the end. ``on_checkpoint(step, path)`` runs on rank 0 after each save.
+    ``on_metrics(rows)`` runs on rank 0 each time ``metrics.parquet`` is written, with all its rows (the
+    committed history, in step order; rows after the last checkpoint are not in it, since a resume replays
+    them): an experiment tracker sends the steps it has not sent yet.
     """
     s = settings
     w = workers if workers is not None else Workers()
@@ -213,6 +222,8 @@ def run_loop(
             })
             saved = save_checkpoint(ckpt_dir, at_step, state, s.keep_checkpoints)
             metrics.flush()
+            if on_metrics is not None:
+                on_metrics(metrics.rows)
             if on_checkpoint is not None:
                 on_checkpoint(at_step, saved)
         w.event("checkpoint_written", at_step)
@@ -225,79 +236,89 @@ def run_loop(
     dim = 0
     model.train()
     window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-    while step < steps:
-        # dropout masks (the only draws outside StepDraws): a function of (seed, step, rank)
-        torch.manual_seed(mix_seed(s.seed, step, w.rank))
-        x0, y = batches.batch(step)
-        draws = StepDraws(s.seed, step, w.rank * local_batch, local_batch, s.rng_block, device)
-        out = loss_fn(eng.model, x0, y, draws)
-        loss_value, stop_requested = _agreed_loss(out.loss, w)
-        if not math.isfinite(loss_value):
-            raise NonFiniteLossError(
-                f"{s.name}: loss is {loss_value} at step {step} ({step * s.batch_size / 1000:.1f} kimg); stopped "
-                f"without saving. Last good checkpoint: {last_ckpt or 'none'}"
-            )
-        eng.backward(out.loss)
-        grad_norm = eng.step()
-        ema.update(model, step)
-        step += 1
-        w.event("step", step)
-        window_loss += loss_value
-        window_n += 1
-        dim = x0[0].numel()
-        which = (out.t.detach().float().cpu() * VELOCITY_BINS).long().clamp(0, VELOCITY_BINS - 1)
-        bins.index_add_(0, which, out.velocity_norm.detach().double().cpu() ** 2)
-        counts.index_add_(0, which, torch.ones(len(which), dtype=torch.float64))
-        if step % log_every == 0 or step == steps:
-            totals = w.all_sum(torch.cat([bins, counts]))
-            elapsed = time.perf_counter() - window_start
-            if w.is_main:
-                row = {
-                    "step": step,
-                    "kimg": step * s.batch_size / 1000,
-                    "loss": window_loss / window_n,
-                    "lr": eng.lr,
-                    "grad_norm": grad_norm,
-                    "images_per_s": window_n * s.batch_size / elapsed,
-                    "s_per_step": elapsed / window_n,
-                    **memory_row(eng, device),
-                    **velocity_norm_row(totals[:VELOCITY_BINS], totals[VELOCITY_BINS:], dim, kac_c),
-                }
-                metrics.append(row)
-                log.info(
-                    "%s step %d  kimg %.1f  loss %.4f  lr %.2e  %.0f img/s  %.3f s/step",
-                    s.name, step, row["kimg"], row["loss"], row["lr"], row["images_per_s"], row["s_per_step"],
+    # rank 0 only; in log mode the periodic metrics line below carries the ETA, so no lines of its own
+    progress = Progress(steps * s.batch_size, s.name, unit="img", initial=step * s.batch_size, enabled=w.is_main,
+                        interval_s=None)
+    with progress:
+        while step < steps:
+            # dropout masks (the only draws outside StepDraws): a function of (seed, step, rank)
+            torch.manual_seed(mix_seed(s.seed, step, w.rank))
+            x0, y = batches.batch(step)
+            draws = StepDraws(s.seed, step, w.rank * local_batch, local_batch, s.rng_block, device)
+            out = loss_fn(eng.model, x0, y, draws)
+            loss_value, stop_requested = _agreed_loss(out.loss, w)
+            if not math.isfinite(loss_value):
+                raise NonFiniteLossError(
+                    f"{s.name}: loss is {loss_value} at step {step} ({step * s.batch_size / 1000:.1f} kimg); stopped "
+                    f"without saving. Last good checkpoint: {last_ckpt or 'none'}"
                 )
-            window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
-            bins.zero_()
-            counts.zero_()
-        stop_early = False
-        if monitor is not None and eval_every and step % eval_every == 0:
-            if w.is_main:
-                fd = float(monitor(ema.model, step))
-                fd_history.append((step, fd))
-                metrics.append({"step": step, "kimg": step * s.batch_size / 1000, "fd": fd})
-                best_at = min(range(len(fd_history)), key=lambda i: fd_history[i][1])
-                stale = len(fd_history) - 1 - best_at
-                log.info("%s step %d: FD %.4f (best %.4f at step %d)", s.name, step, fd, fd_history[best_at][1], fd_history[best_at][0])
-                stop_early = bool(s.early_stop_patience) and stale >= s.early_stop_patience
+            eng.backward(out.loss)
+            grad_norm = eng.step()
+            ema.update(model, step)
+            step += 1
+            w.event("step", step)
+            progress.update(s.batch_size)
+            progress.postfix(loss=loss_value)
+            window_loss += loss_value
+            window_n += 1
+            dim = x0[0].numel()
+            which = (out.t.detach().float().cpu() * VELOCITY_BINS).long().clamp(0, VELOCITY_BINS - 1)
+            bins.index_add_(0, which, out.velocity_norm.detach().double().cpu() ** 2)
+            counts.index_add_(0, which, torch.ones(len(which), dtype=torch.float64))
+            if step % log_every == 0 or step == steps:
+                totals = w.all_sum(torch.cat([bins, counts]))
+                elapsed = time.perf_counter() - window_start
+                if w.is_main:
+                    row = {
+                        "step": step,
+                        "kimg": step * s.batch_size / 1000,
+                        "loss": window_loss / window_n,
+                        "lr": eng.lr,
+                        "grad_norm": grad_norm,
+                        "images_per_s": window_n * s.batch_size / elapsed,
+                        "s_per_step": elapsed / window_n,
+                        **memory_row(eng, device),
+                        **velocity_norm_row(totals[:VELOCITY_BINS], totals[VELOCITY_BINS:], dim, kac_c),
+                    }
+                    metrics.append(row)
+                    log.info(
+                        "%s step %d/%d  kimg %s/%s  loss %.4f  lr %.2e  %.0f img/s  %.3f s/step  ETA %s",
+                        s.name, step, steps, _kimg(row["kimg"], s.total_kimg), _kimg(s.total_kimg, s.total_kimg),
+                        row["loss"], row["lr"], row["images_per_s"], row["s_per_step"], format_eta(progress.eta_s()),
+                    )
+                window_loss, window_n, window_start = 0.0, 0, time.perf_counter()
+                bins.zero_()
+                counts.zero_()
+            stop_early = False
+            if monitor is not None and eval_every and step % eval_every == 0:
+                if w.is_main:
+                    fd = float(monitor(ema.model, step))
+                    fd_history.append((step, fd))
+                    metrics.append({"step": step, "kimg": step * s.batch_size / 1000, "fd": fd})
+                    best_at = min(range(len(fd_history)), key=lambda i: fd_history[i][1])
+                    stale = len(fd_history) - 1 - best_at
+                    log.info("%s step %d: FD %.4f (best %.4f at step %d)", s.name, step, fd, fd_history[best_at][1],
+                             fd_history[best_at][0])
+                    stop_early = bool(s.early_stop_patience) and stale >= s.early_stop_patience
+                    model.train()
+                stop_early = w.broadcast_object(stop_early)  # rank 0's FD decides for every rank
+            if snapshot is not None and sample_every and step % sample_every == 0 and w.is_main:
+                snapshot(ema.model, step)
                 model.train()
-            stop_early = w.broadcast_object(stop_early)  # rank 0's FD decides for every rank
-        if snapshot is not None and sample_every and step % sample_every == 0 and w.is_main:
-            snapshot(ema.model, step)
-            model.train()
-        if step % ckpt_every == 0 or step == steps or stop_early or stop_requested:
-            last_ckpt = checkpoint(step) or last_ckpt
-        if stop_requested and step < steps and not stop_early:
-            if w.is_main:
-                log.info("%s: stop requested; checkpoint at step %d (%.1f kimg) written, stopping", s.name, step,
-                         step * s.batch_size / 1000)
-            w.barrier()  # the checkpoint exists before any rank leaves
-            raise StopRequested(s.name, step, last_ckpt)
-        if stop_early:
-            if w.is_main:
-                log.info("%s: early stop at step %d: FD has not improved for %d evaluations", s.name, step, s.early_stop_patience)
-            break
+            if step % ckpt_every == 0 or step == steps or stop_early or stop_requested:
+                last_ckpt = checkpoint(step) or last_ckpt
+            if stop_requested and step < steps and not stop_early:
+                if w.is_main:
+                    log.info("%s: stop requested; checkpoint at step %d (%.1f kimg) written, stopping", s.name, step,
+                             step * s.batch_size / 1000)
+                w.barrier()  # the checkpoint exists before any rank leaves
+                raise StopRequested(s.name, step, last_ckpt)
+            if stop_early:
+                if w.is_main:
+                    log.info("%s: early stop at step %d: FD has not improved for %d evaluations", s.name, step,
+                             s.early_stop_patience)
+                break
+
     kimg = step * s.batch_size / 1000
     status = "finished" if step >= steps else "early_stopped"
     if w.is_main:
@@ -307,6 +328,11 @@ def run_loop(
         atomic_write_bytes(run_dir / "DONE", json.dumps(done_info).encode())
     w.barrier()  # no rank returns before DONE exists
     return LoopResult(status, step, kimg, last_ckpt)
+
+
+def _kimg(value: float, total: float) -> str:
+    """kimg for log lines: one decimal for real runs, enough digits for a test's fraction of a kimg."""
+    return f"{value:.1f}" if total >= 10 else f"{value:.3f}"
 
 
 def memory_row(engine, device: torch.device) -> dict:

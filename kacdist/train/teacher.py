@@ -103,6 +103,7 @@ def train_teacher(
     batches=None,
     workers: Workers | None = None,
     on_checkpoint: Callable[[int, Path], None] | None = None,
+    on_metrics: Callable[[list[dict]], None] | None = None,
     monitor: Callable[[nn.Module, int], float] | None = None,
     snapshot: Callable[[nn.Module, int], None] | None = None,
 ) -> TeacherResult:
@@ -111,7 +112,9 @@ def train_teacher(
     ``monitor(ema_model, step) -> FD`` runs every ``train.eval_every_kimg`` (lower is better) and drives early
     stopping after ``train.early_stop_patience`` evaluations without improvement; ``snapshot(ema_model,
     step)`` runs every ``train.sample_every_kimg`` and at the end (e.g. a sample grid). Both are optional and
-    run on rank 0 only. ``workers``: this process's place among data-parallel workers (None: the only one).
+    run on rank 0 only, as does ``on_metrics(rows)`` (the committed metrics rows at each checkpoint, for an
+    experiment tracker; ``kacdist.stages.teacher`` passes the wandb run's). ``workers``: this process's place
+    among data-parallel workers (None: the only one).
     """
     tc = cfg.train
     w = workers if workers is not None else Workers()
@@ -143,5 +146,5 @@ def train_teacher(
     return run_loop(
         teacher_settings(cfg), run_dir, model, loss_fn, batches, to_yaml(cfg), device,
         workers=w, engine=resolve_engine(cfg), zero_stage=tc.zero_stage, kac_c=cfg.kac.c,
-        on_checkpoint=on_checkpoint, monitor=monitor, snapshot=snapshot,
+        on_checkpoint=on_checkpoint, on_metrics=on_metrics, monitor=monitor, snapshot=snapshot,
     )

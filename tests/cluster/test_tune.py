@@ -35,6 +35,7 @@ def test_a_sweep_stops_weak_trials_and_its_best_setting_trains_a_teacher(tmp_pat
     out = launch(*SMALL, f"runs_dir={tmp_path}", "tune.settings=[25/2/t,0.5/0.05/t,3000/20/t2]", "tune.spread_seeds=[1]")
     root = tmp_path / "digits" / "tune"
     assert out.stdout.startswith("proposal from the data: a=9.21 c=2 g=t")
+    assert "kacdist.progress: sweep 4/4 trial (100%)" in out.stderr  # the driver's count of ended trials, off a terminal
     rows = pq.read_table(root / "trials.parquet").to_pylist()
     sweep = [r for r in rows if r["origin"] != "spread"]
     assert len(sweep) == 4 and {r["origin"] for r in sweep} == {"given", "proposal"}

@@ -21,6 +21,7 @@ import contextlib
 import logging
 import signal
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -36,11 +37,17 @@ class StopOnSignal:
         self.event = threading.Event()
         self.armed = False  # a training loop checks requested() each step
         self.stop_files: list[Path] = []  # written on a request, for the Ray Train workers
+        # called just before the replaced handler takes over (which may exit the process): the SLURM job records
+        # every stop there, also one outside training or after its last step
+        self.on_hand_over: Callable[[], None] | None = None
         self._previous = None
         self._frame = None
 
     def __enter__(self) -> "StopOnSignal":
         self._previous = signal.signal(self.signum, self._on_signal)
+        # a SLURM job's Python starts with the signal blocked (kacdist.exec_masked); one that came before this
+        # handler existed is pending, and is delivered here now
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {self.signum})
         return self
 
     def __exit__(self, *exc) -> None:
@@ -72,6 +79,8 @@ class StopOnSignal:
 
     def hand_over(self) -> None:
         """Run the handler this one replaced (submitit's checkpoint-and-requeue, which exits the process)."""
+        if self.on_hand_over is not None:
+            self.on_hand_over()
         previous = self._previous
         if callable(previous):
             previous(self.signum, self._frame)

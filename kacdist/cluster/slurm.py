@@ -22,8 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shlex
 import signal
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -120,7 +122,11 @@ def _executor(cfg: RunConfig, name: str, folder: Path, after: str, hold: bool):
     import submitit
 
     cl = cfg.cluster
-    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm", slurm_max_num_timeout=cl.max_requeues)
+    # the job's Python starts with USR2 blocked until StopOnSignal handles it (kacdist.exec_masked): an early
+    # time-limit tick or preemption would otherwise kill a job still importing, FAILED instead of requeued
+    python = f"{shlex.quote(sys.executable)} -m kacdist.exec_masked"
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm", slurm_max_num_timeout=cl.max_requeues,
+                                     slurm_python=python)
     extra: dict[str, object] = dict(cl.sbatch_extra)
     if cl.account:
         extra["account"] = cl.account
@@ -149,7 +155,8 @@ def _executor(cfg: RunConfig, name: str, folder: Path, after: str, hold: bool):
 def sbatch_script(cfg: RunConfig, name: str, after: str = "") -> str:
     """The batch script a stage's job is submitted with (for checking resources without a cluster)."""
     executor = _executor(cfg, name, log_folder(cfg), after, hold=False)
-    return executor._executor._make_submission_file_text("python -u -m submitit.core._submit", "<uuid>")
+    inner = executor._executor
+    return inner._make_submission_file_text(inner._submitit_command_str, "<uuid>")
 
 
 def record_event(cfg: RunConfig, event: str, stage: str, job_id: str, **fields) -> None:
@@ -286,6 +293,11 @@ def run_stage_job(cfg: RunConfig, name: str) -> str:
     ray_plan = node = None
     try:
         with StopOnSignal() as stop:
+            checkpointed_at: list[int] = []
+            # every requeue by signal is an event: at a step boundary with a checkpoint, or where no step was
+            # running (before training, after its last step, during an evaluation)
+            stop.on_hand_over = lambda: record_event(cfg, "stopped", name, job_id,
+                                                     **({"step": checkpointed_at[0]} if checkpointed_at else {}))
             if multi_node:
                 finished.unlink(missing_ok=True)
                 ray_plan, node = _ray_allocation(cfg, env, finished)
@@ -298,7 +310,7 @@ def run_stage_job(cfg: RunConfig, name: str) -> str:
             try:
                 run_here(cfg, stop=stop, lock=False, plan=ray_plan)
             except StopRequested as stopped:
-                record_event(cfg, "stopped", name, job_id, step=stopped.step)
+                checkpointed_at.append(stopped.step)
                 log.warning("%s: checkpointed at step %d on the stop signal; requeueing job %s", name, stopped.step, job_id)
                 stop.hand_over()  # submitit: requeue this job and exit
                 raise

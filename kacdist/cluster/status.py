@@ -23,6 +23,7 @@ class JobState:
     state: str  # the newest record's state (CANCELLED by ... shortened to CANCELLED)
     reason: str
     requeues: int  # records before the newest one: each requeue starts a new record
+    started: bool = True  # the newest record ran on a node (a job cancelled while pending: "None assigned")
 
 
 @dataclass
@@ -43,18 +44,18 @@ def job_states(job_ids: list[str]) -> dict[str, JobState]:
     if not job_ids:
         return {}
     try:
-        out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,Reason", "-j", ",".join(job_ids)],
+        out = subprocess.run(["sacct", "-D", "-X", "-n", "-P", "-o", "JobID,State,Reason,NodeList", "-j", ",".join(job_ids)],
                              capture_output=True, text=True, timeout=60)
     except (FileNotFoundError, subprocess.TimeoutExpired):
         return {}
     if out.returncode != 0:
         return {}
-    records: dict[str, list[tuple[str, str]]] = {}
+    records: dict[str, list[tuple[str, str, bool]]] = {}
     for line in out.stdout.splitlines():
         parts = line.split("|")
-        if len(parts) >= 3 and parts[0] in job_ids:
-            records.setdefault(parts[0], []).append((parts[1].split()[0], parts[2]))
-    return {j: JobState(r[-1][0], r[-1][1], len(r) - 1) for j, r in records.items()}
+        if len(parts) >= 4 and parts[0] in job_ids:
+            records.setdefault(parts[0], []).append((parts[1].split()[0], parts[2], parts[3] not in ("", "None assigned")))
+    return {j: JobState(r[-1][0], r[-1][1], len(r) - 1, r[-1][2]) for j, r in records.items()}
 
 
 def _stage_names(root: Path, jobs: dict) -> list[str]:
@@ -137,8 +138,10 @@ def rows(cfg: RunConfig) -> list[StageRow]:
         st = states.get(job_id)
         progress, loss, fd, checkpoint = _progress(root / name)
         note = ""
-        if st is not None and st.state == "CANCELLED" and "Dependency" in st.reason:
-            note = _why_not_run(name, jobs, states)
+        # SLURM's accounting does not always record the dependency as the reason of a job it cancelled for
+        # one (the record may say None): a job cancelled before it started is explained by its upstream too
+        if st is not None and st.state == "CANCELLED" and ("Dependency" in st.reason or not st.started):
+            note = _why_not_run(name, jobs, states) or ("cancelled before it started" if not st.started else "")
         elif st is not None and st.state == "PENDING" and st.reason not in ("", "None"):
             note = f"waiting: {st.reason}"
         elif st is not None and st.state not in LIVE_STATES | {"COMPLETED"}:

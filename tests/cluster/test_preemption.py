@@ -92,3 +92,27 @@ def test_children_started_while_blocked_survive_usr2_and_the_parent_gets_it_late
         child.wait()
     finally:
         signal.signal(signal.SIGUSR2, previous)
+
+
+def test_a_job_started_masked_survives_a_signal_before_any_handler_and_gets_it_later():
+    """SLURM may send USR2 a second into a job (measured: a 1-minute job got it at 1 s), while Python is still
+    importing. A job's Python starts through kacdist.exec_masked: the signal waits until StopOnSignal is in
+    place, which hands it to the handler it replaced (submitit's requeue). Started plainly, the process dies."""
+    import subprocess
+    import sys
+
+    script = (
+        "import os, signal\n"
+        "os.kill(os.getpid(), signal.SIGUSR2)  # before any handler exists\n"
+        "got = []\n"
+        "signal.signal(signal.SIGUSR2, lambda signum, frame: got.append(signum))  # submitit's, in a job\n"
+        "from kacdist.cluster.preemption import StopOnSignal\n"
+        "with StopOnSignal() as stop:\n"
+        "    print('requested', stop.requested(), 'handed over', got == [signal.SIGUSR2], flush=True)\n"
+    )
+    masked = subprocess.run([sys.executable, "-m", "kacdist.exec_masked", "-c", script], capture_output=True, text=True,
+                            timeout=120)
+    assert masked.returncode == 0, masked.stderr
+    assert masked.stdout.strip() == "requested True handed over True"
+    plain = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert plain.returncode == -signal.SIGUSR2 and plain.stdout == ""

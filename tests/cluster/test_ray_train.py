@@ -293,4 +293,4 @@ def test_ctrl_c_stops_the_run_cleanly_and_the_same_command_resumes(tmp_path):
     assert "teacher: resumed from" in done.stdout + done.stderr
     assert _metric_steps(root) == list(range(1, 31))
     assert json.loads((root / "teacher" / "DONE").read_text())["step"] == 30
-    assert sum(1 for line in (done.stdout + done.stderr).splitlines() if "kacdist.train.loop: teacher step 30 " in line) == 1
+    assert sum(1 for line in (done.stdout + done.stderr).splitlines() if "kacdist.train.loop: teacher step 30/30 " in line) == 1

@@ -148,8 +148,12 @@ def test_time_limit_checkpoints_requeues_and_finishes_once(slurm, tmp_path):
     stops = [e for e in seen if e["event"] == "stopped"]
     assert stops, "the job never got the time-limit signal before finishing"
     log_text = logs_of(root)
-    for stop in stops:  # each incarnation resumed exactly where the previous one checkpointed
-        assert f"ckpt-{stop['step']:09d}.pt at step {stop['step']} " in log_text
+    # each incarnation stopped in training resumed exactly where it checkpointed (a signal outside training,
+    # e.g. after the last step, requeues at once with nothing to resume)
+    assert any("step" in stop for stop in stops)
+    for stop in stops:
+        if "step" in stop:
+            assert f"ckpt-{stop['step']:09d}.pt at step {stop['step']} " in log_text
     assert sum(e["event"] == "started" for e in seen) == len(stops) + 1
 
 

@@ -84,6 +84,8 @@ def test_the_batch_script_of_two_h100_nodes(tmp_path):
                  "--constraint=h100", "--dependency=afterok:41", "--kill-on-invalid-dep=yes", "--job-name=kacdist-big-teacher"):
         assert f"#SBATCH {line}" in script, (line, script)
     assert "module load cuda" in script and "srun" in script
+    # the job's Python starts with USR2 blocked until a handler takes it (tests/cluster/test_preemption.py)
+    assert f"{sys.executable} -m kacdist.exec_masked -u -m submitit.core._submit" in script
     assert str(tmp_path / "big" / "slurm") in script  # logs in the run directory
 
 

@@ -84,8 +84,8 @@ def test_the_whole_path_trains_and_samples_at_28x28(own_run):
         assert launch(["stage=sample", f"runs_dir={tmp / 'runs'}", "run_name=mine", f"sample.guidance={w}"]) == 0
     assert launch(["stage=sample", f"runs_dir={tmp / 'runs'}", "run_name=mine", "sample.source=distill-2-1"]) == 0
     names = sorted(p.name for p in (root / "sample").iterdir())
-    assert names == sorted(f"{stem}.{ext}" for stem in ("ab2-2-w1.2", "ab2-2-w1", "distill-2-1-euler-1-w1")
-                           for ext in ("png", "npz", "json"))
+    assert names == sorted([f"{stem}.{ext}" for stem in ("ab2-2-w1.2", "ab2-2-w1", "distill-2-1-euler-1-w1")
+                            for ext in ("png", "npz", "json")] + ["provenance.json"])
     images = np.load(root / "sample" / "distill-2-1-euler-1-w1.npz")["images"]
     assert images.shape == (4, 28, 28, 1)
 

@@ -176,8 +176,9 @@ def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig
         dc = cfg.distill
         pairs = list(zip(dc.ladder, dc.ladder[1:])) if cfg.stage == "ladder" else [(dc.teacher_steps, dc.student_steps)]
         try:
-            check_finished_distill_stages(root, [distill_stage_name(t, s, dc.tag) for t, s in pairs],
-                                          OmegaConf.to_container(OmegaConf.structured(dc)))
+            settings = OmegaConf.to_container(OmegaConf.structured(dc))
+            check_finished_distill_stages(root, {distill_stage_name(t, s, dc.tag): {**settings, "total_kimg": dc.stage_kimg(s)}
+                                                 for t, s in pairs})
         except RunConfigConflict as err:
             raise ConfigError(str(err)) from None
     return cfg

@@ -74,16 +74,19 @@ def conflict_message(run_root: Path, what: str, key: str, run_value, new_value) 
             f"Drop it to continue this run, or start a new run for it: run_name=<new name> (or another runs_dir)")
 
 
-def check_finished_distill_stages(run_root: Path, stage_names: list[str], distill: dict) -> None:
-    """A finished distillation stage is reused as it is: refuse settings it did not train with."""
-    for name in stage_names:
+def check_finished_distill_stages(run_root: Path, expected: dict[str, dict]) -> None:
+    """A finished distillation stage is reused as it is: refuse settings it did not train with. ``expected``:
+    stage name → the distill settings the command would train it with (``total_kimg`` = that stage's length)."""
+    for name, distill in expected.items():
         saved = run_root / name / "config.yaml"
         if not (run_root / name / "DONE").exists() or not saved.exists():
             continue
         trained = OmegaConf.to_container(OmegaConf.load(saved), resolve=True).get("distill", {})
         for key in DISTILL_TRAINED:
             if key in trained and trained[key] != distill.get(key):
+                what = (f"{distill.get(key)!r} kimg for stage {name} (distill.total_kimg × distill.kimg_factor)"
+                        if key == "total_kimg" else f"distill.{key}={distill.get(key)!r}")
                 raise RunConfigConflict(
-                    f"distill.{key}={distill.get(key)!r}: stage {name} of run {run_root} has finished with "
+                    f"{what}: stage {name} of run {run_root} has finished with "
                     f"distill.{key}={trained[key]!r} and is reused as it is; drop the key, distil a variant beside it "
                     f"with distill.tag=<name>, or start a new run with run_name=<new name>")

@@ -118,6 +118,10 @@ class DistillConfig:
     x_source: str = "forward"  # forward | student_rollout | teacher_rollout (kacdist.train.distill)
     tag: str = ""  # appended to the stage directory, to compare variants within one run
     total_kimg: float = 20.0  # length of one distillation stage in thousands of images
+    # per-stage lengths (DistillKac §5: multi-stage schedules allow per-stage settings): the stage whose student
+    # takes k steps trains total_kimg × kimg_factor[k] (1 where k is absent); e.g. distill.kimg_factor.1=4: the
+    # 1-step student trains 4× longer. Shortening total_kimg shortens every stage alike
+    kimg_factor: Dict[str, float] = field(default_factory=dict)  # keys are step counts as text (OmegaConf's dotted keys)
     batch_size: int = 128
     lr: float = 1e-4
     ema_decay: float = 0.999
@@ -127,6 +131,10 @@ class DistillConfig:
     log_every_kimg: float = 2.0
     sample_every_kimg: float = 0.0
     seed: int = 0
+
+    def stage_kimg(self, student_steps: int) -> float:
+        """The length in kimg of the stage that distils into a ``student_steps``-step student."""
+        return float(self.total_kimg) * float(self.kimg_factor.get(str(student_steps), 1.0))
 
 
 @dataclass

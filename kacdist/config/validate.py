@@ -271,6 +271,11 @@ def _validate_distill(cfg: RunConfig) -> None:
     if "/" in dc.tag:
         raise ConfigError(f"distill.tag={dc.tag!r} is invalid: must not contain '/'")
     _positive("distill.total_kimg", dc.total_kimg)
+    for steps, factor in dc.kimg_factor.items():
+        if not (steps.isdigit() and int(steps) >= 1):
+            raise ConfigError(f"distill.kimg_factor has the key {steps!r}: keys are student step counts (>= 1), "
+                              "e.g. distill.kimg_factor.1=4")
+        _positive(f"distill.kimg_factor.{steps}", factor)
     _positive("distill.batch_size", dc.batch_size)
     _positive("distill.lr", dc.lr)
     _fraction("distill.ema_decay", dc.ema_decay, upper_open=True)

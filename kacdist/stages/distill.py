@@ -178,7 +178,10 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
         teacher = student_teacher(teacher_net, amp)
         integrator = "euler" if dc.teacher_integrator == "auto" else dc.teacher_integrator
     out.mkdir(parents=True, exist_ok=True)
-    stage_cfg = replace(cfg, stage="distill", distill=replace(dc, teacher_steps=teacher_steps, student_steps=student_steps))
+    # the stage's own config records its length as total_kimg (factor folded in), so status, the report and a
+    # later run read it as it is
+    stage_cfg = replace(cfg, stage="distill", distill=replace(dc, teacher_steps=teacher_steps, student_steps=student_steps,
+                                                                total_kimg=dc.stage_kimg(student_steps), kimg_factor={}))
     record = {"checkpoint": str(source.checkpoint), "kind": source.kind, "stage": source.stage,
               "teacher_steps": teacher_steps, "student_steps": student_steps, "substeps": n,
               "teacher_integrator": integrator, "guidance": dc.guidance if source.kind == "teacher" else None,
@@ -190,7 +193,7 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
         save_config(stage_cfg, out / "config.yaml")
         atomic_write_bytes(out / "source.json", json.dumps(record, indent=2).encode())
         log.info("%s: %s from %s, N = %d %s substeps, x from %s", name, source.kind, source.checkpoint, n, integrator, dc.x_source)
-    settings = distill_settings(cfg, name)
+    settings = distill_settings(stage_cfg, name)
     settings.extra_state = {"distill": {k: v for k, v in record.items() if v is not None}}
     from kacdist.train.batches import make_batches
 

@@ -112,3 +112,26 @@ def test_stage_sample_samples_a_student_as_trained_unless_told_otherwise(ladder_
     assert (kept["integrator"], kept["steps"], kept["guidance"]) == ("ab2", 4, 1.2)
     teacher = run_sample(load_config(given + _args(tmp_path)))
     assert (teacher["integrator"], teacher["steps"], teacher["guidance"], teacher["student"]) == ("ab2", 4, 1.2, None)
+
+
+def test_kimg_factor_gives_a_stage_its_own_length(ladder_run):
+    """distill.kimg_factor.<k>: the stage into a k-step student trains total_kimg × factor, recorded as that
+    stage's total_kimg; a later command that would give a finished stage another length is refused by stage
+    name; a factor that is not a positive number, or a key that is not a step count, is refused by the check."""
+    from kacdist.config import ConfigError
+    from kacdist.config.loader import load_saved_config
+
+    tmp_path, _, _, _ = ladder_run
+    longer = ["stage=ladder", "distill.tag=longer", "distill.total_kimg=0.008", "distill.kimg_factor.1=3"]
+    results = run_ladder(load_config(_args(tmp_path) + longer))
+    assert [(r.step, r.kimg) for r in results] == [(1, pytest.approx(0.008)), (3, pytest.approx(0.024))]
+    root = tmp_path / "runs" / "digits"
+    assert load_saved_config(root / "distill-4-2-longer" / "config.yaml").distill.total_kimg == pytest.approx(0.008)
+    saved = load_saved_config(root / "distill-2-1-longer" / "config.yaml").distill
+    assert (saved.total_kimg, saved.kimg_factor) == (pytest.approx(0.024), {})
+    with pytest.raises(ConfigError, match=r"0\.016 kimg for stage distill-2-1-longer .*distill.total_kimg=0.024"):
+        load_config(_args(tmp_path) + longer[:-1] + ["distill.kimg_factor.1=2"])
+    with pytest.raises(ConfigError, match=r"distill.kimg_factor.2=-1.0 is invalid: must be a positive number"):
+        load_config(_args(tmp_path) + ["stage=ladder", "distill.kimg_factor.2=-1"])
+    with pytest.raises(ConfigError, match=r"distill.kimg_factor has the key '0'"):
+        load_config(_args(tmp_path) + ["stage=ladder", "distill.kimg_factor.0=2"])

@@ -70,7 +70,8 @@ def test_the_card_supplies_shape_classes_and_shards(own_run):
     assert d.urls == str(tmp / "shards" / "train-000000.tar")  # the card's shard list
     # the validated small-data recipe, with nothing passed for it
     assert (cfg.model.preset, cfg.kac.a, cfg.kac.c, cfg.kac.g) == ("tiny", 25.0, 2.0, "t")
-    assert (cfg.train.lr, cfg.train.ema_decay, cfg.distill.lr, cfg.distill.total_kimg) == (2e-3, 0.999, 5e-4, 10.0)
+    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (32, 1e-3, 0.999)
+    assert (cfg.distill.batch_size, cfg.distill.lr, cfg.distill.total_kimg, cfg.distill.stage_kimg(1)) == (32, 5e-4, 10.0, 40.0)
 
 
 def test_the_whole_path_trains_and_samples_at_28x28(own_run):

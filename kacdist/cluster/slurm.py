@@ -292,12 +292,14 @@ def run_stage_job(cfg: RunConfig, name: str) -> str:
     record_event(cfg, "started", name, job_id, restarts=int(restarts) if restarts.isdigit() else 0)
     ray_plan = node = None
     try:
-        with StopOnSignal() as stop:
-            checkpointed_at: list[int] = []
-            # every requeue by signal is an event: at a step boundary with a checkpoint, or where no step was
-            # running (before training, after its last step, during an evaluation)
-            stop.on_hand_over = lambda: record_event(cfg, "stopped", name, job_id,
-                                                     **({"step": checkpointed_at[0]} if checkpointed_at else {}))
+        checkpointed_at: list[int] = []
+        stop = StopOnSignal()
+        # every requeue by signal is an event: at a step boundary with a checkpoint, or where no step was running
+        # (before training, after its last step, during an evaluation). Set before the handler is installed: a
+        # signal pending since the job started is delivered as soon as `with stop` unblocks it
+        stop.on_hand_over = lambda: record_event(cfg, "stopped", name, job_id,
+                                                 **({"step": checkpointed_at[0]} if checkpointed_at else {}))
+        with stop:
             if multi_node:
                 finished.unlink(missing_ok=True)
                 ray_plan, node = _ray_allocation(cfg, env, finished)

@@ -164,7 +164,9 @@ def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: in
         fd = [r["fd"] for r in hit]
         return {"fd": statistics.mean(fd), "fd_std": statistics.pstdev(fd), "accuracy": statistics.mean(r["accuracy"] for r in hit)}
 
-    reused = " (finished stages reused from an earlier run of this command)" if times["teacher"] < 60 else ""
+    # a finished stage is reused by the command that would train it (seconds instead of minutes): say which
+    reused = [stage for stage in ("teacher", "ladder") if times[stage] < 60]
+    reused = f" ({' and '.join(reused)} reused from an earlier run of this command)" if reused else ""
     floor = summary("real", 0)
     teacher = summary("teacher", 100)
     table = [("real vs real", "", floor)] + [("teacher AB-2, w = 1.2", s, summary("teacher", s)) for s in (100, 4, 1)]

@@ -70,8 +70,9 @@ def test_the_card_supplies_shape_classes_and_shards(own_run):
     assert d.urls == str(tmp / "shards" / "train-000000.tar")  # the card's shard list
     # the validated small-data recipe, with nothing passed for it
     assert (cfg.model.preset, cfg.kac.a, cfg.kac.c, cfg.kac.g) == ("tiny", 25.0, 2.0, "t")
-    assert (cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (32, 1e-3, 0.999)
-    assert (cfg.distill.batch_size, cfg.distill.lr, cfg.distill.total_kimg, cfg.distill.stage_kimg(1)) == (32, 5e-4, 10.0, 40.0)
+    assert (cfg.train.total_kimg, cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (120, 32, 1e-3, 0.999)
+    assert (cfg.distill.batch_size, cfg.distill.lr, cfg.distill.total_kimg) == (32, 5e-4, 10.0)
+    assert [cfg.distill.stage_kimg(k) for k in (20, 4, 2, 1)] == [10.0, 10.0, 20.0, 40.0]
 
 
 def test_the_whole_path_trains_and_samples_at_28x28(own_run):
@@ -125,7 +126,7 @@ def test_a_trained_run_accepts_its_own_values_and_free_keys(own_run):
     cfg = load_config(["stage=ladder"] + common + ["kac.a=25", "model=tiny", "cluster.workers=2", "train.engine=deepspeed",
                                                    "sample.steps=7", "eval.num_samples=9"])
     assert (cfg.cluster.workers, cfg.train.engine, cfg.sample.steps, cfg.eval.num_samples) == (2, "deepspeed", 7, 9)
-    assert cfg.dataset.resolution == 28 and cfg.train.total_kimg == 0.064  # the run's, not the folder recipe's 80
+    assert cfg.dataset.resolution == 28 and cfg.train.total_kimg == 0.064  # the run's, not the folder recipe's 120
 
 
 def test_a_finished_distillation_stage_is_not_retrained_with_other_settings(own_run):

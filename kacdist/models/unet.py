@@ -347,7 +347,7 @@ class AttentionBlock(nn.Module):
             h = F.scaled_dot_product_attention(q, k, v)  # softmax(q kᵀ / sqrt(ch)) v, fused on the GPU
         else:
             # the same product spelled out: for these (B·H, T, ch) shapes torch's CPU SDPA takes its math path
-            # with -inf checks, about 4x slower (a third of the tiny UNet's time at 28x28; docs/models.md)
+            # with -inf checks, about 4x slower per call (tiny at 28x28: the whole forward 1.09x; docs/models.md)
             h = torch.bmm(torch.bmm(q, k.transpose(1, 2)).mul_(q.shape[-1] ** -0.5).softmax(dim=-1), v)
         h = h.transpose(1, 2).reshape(b, c, length)
         return (x_flat + self.proj_out(h)).reshape(b, c, *spatial)

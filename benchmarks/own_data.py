@@ -1,6 +1,6 @@
 """Benchmark: your own images, end to end, with the commands a user types and nothing else.
 
-    python benchmarks/own_data.py [--work runs/own-data-bench] [--samples 500] [--seeds 0 1 2]
+    python benchmarks/own_data.py [--work runs/own-data-bench] [--samples 500] [--seeds 0 1 2] [--compile inference]
 
 The data: a labelled folder of 28x28 greyscale PNGs (ten class sub-folders) made on this machine from
 scikit-learn's handwritten digits, harder than the digits the main job trains on: every digit of the training
@@ -8,10 +8,13 @@ split (index % 6 != 5, 1,498 images) is drawn four times at 28x28 with a random 
 (0.85-1.1), shift (±2 px) and stroke width (thinner, as is, or thicker), 5,992 images in all. The held-out
 reference is the same recipe applied ten times to the 299 test digits (2,990 images, other seeds).
 
-The commands (printed as they run; no recipe override is passed, the folder preset carries it):
+The commands (printed as they run; no recipe override is passed, the folder preset carries it; the one
+execution setting, train.compile=inference, is saved with the run, so the ladder's frozen teachers and the
+sampling below run compiled; the networks being trained stay eager, which on this CPU is as fast):
 
     python -m data_tools.from_folder <work>/folder --out <work>/shards        # 28x28, grey, 10 classes, from the images
-    python jobs/launch.py stage=teacher dataset=folder dataset.path=<work>/shards runs_dir=<work>/runs run_name=own
+    python jobs/launch.py stage=teacher dataset=folder dataset.path=<work>/shards runs_dir=<work>/runs run_name=own \
+        train.compile=inference
     python jobs/launch.py stage=ladder runs_dir=<work>/runs run_name=own        # 100 -> 20 -> 4 -> 2 -> 1
 
 Quality, per sampling seed (per-image noise seeds seed·1,000,003 + i, labels cycling through the classes):
@@ -104,6 +107,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/own-data-bench")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--compile", default="inference", choices=["none", "inference", "all"], help="train.compile of the run")
     args = parser.parse_args()
     work = (REPO / args.work).resolve()
     started = time.perf_counter()
@@ -111,7 +115,8 @@ def main() -> None:
     n_ref = write_folder(work / "reference", "test", 10, seed=1)
     times = {"convert": run([sys.executable, "-m", "data_tools.from_folder", str(work / "folder"), "--out", str(work / "shards")])}
     run_args = [f"runs_dir={work / 'runs'}", "run_name=own"]
-    times["teacher"] = run([sys.executable, "jobs/launch.py", "stage=teacher", "dataset=folder", f"dataset.path={work / 'shards'}", *run_args])
+    times["teacher"] = run([sys.executable, "jobs/launch.py", "stage=teacher", "dataset=folder", f"dataset.path={work / 'shards'}",
+                            *run_args, f"train.compile={args.compile}"])
     times["ladder"] = run([sys.executable, "jobs/launch.py", "stage=ladder", *run_args])
 
     from kacdist.config import load_config
@@ -141,6 +146,7 @@ def main() -> None:
     models += [(f"distill-{hi}-{lo}", load_teacher(cfg, device, stage=f"distill-{hi}-{lo}")[0], "euler", lo, 1.0)
                for hi, lo in zip(ladder, ladder[1:])]
     rows = []
+    t0 = time.perf_counter()
     for seed in args.seeds:
         pick = torch.randperm(len(train_x), generator=torch.Generator().manual_seed(seed))[:n]
         rows.append({"model": "real", "seed": seed, "steps": 0,
@@ -154,11 +160,12 @@ def main() -> None:
                          "fd": compute_stats(classifier, result.images).frechet_distance(reference),
                          "accuracy": classifier.accuracy(result.images, labels), "images_per_s": result.images_per_s})
             print(f"seed {seed} {name} {integrator} {steps}: FD {rows[-1]['fd']:.3f} acc {rows[-1]['accuracy']:.3f}", flush=True)
+    times["sampling"] = time.perf_counter() - t0  # and scoring
     times["total"] = time.perf_counter() - started
-    write(rows, times, report, n, n_train, n_ref, args.seeds)
+    write(rows, times, report, n, n_train, n_ref, args.seeds, args.compile)
 
 
-def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: int, seeds: list[int]) -> None:
+def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: int, seeds: list[int], compiled: str) -> None:
     def summary(model: str, steps: int) -> dict:
         hit = [r for r in rows if r["model"] == model and r["steps"] == steps]
         fd = [r["fd"] for r in hit]
@@ -176,7 +183,8 @@ def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: in
         f"28x28 grey augmented digits: {n_train} training images in 10 class folders, reference {n_ref} held-out images; "
         f"classifier FD and accuracy of {n} images per seed, seeds {seeds} (mean ± std); classifier held-out accuracy "
         f"{report.val_accuracy:.3f}. Wall: convert {times['convert']:.0f} s, teacher {times['teacher']:.0f} s, "
-        f"ladder {times['ladder']:.0f} s{reused}, classifier {times['classifier']:.0f} s, total {times['total'] / 60:.1f} min.", "",
+        f"ladder {times['ladder']:.0f} s{reused}, classifier {times['classifier']:.0f} s, sampling and scoring "
+        f"{times['sampling']:.0f} s, total {times['total'] / 60:.1f} min; train.compile={compiled}.", "",
         "| model | steps (NFE) | FD | accuracy | FD / teacher@100 |", "|---|---|---|---|---|"]
     for name, steps, s in table:
         lines.append(f"| {name} | {steps} | {s['fd']:.3f} ± {s['fd_std']:.3f} | {s['accuracy']:.3f} | {s['fd'] / teacher['fd']:.2f} |")
@@ -190,7 +198,7 @@ def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: in
     print(text)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "own_data.md").write_text(text)
-    (RESULTS / "own_data.json").write_text(json.dumps({"rows": rows, "times": times, "goals": goals}, indent=1))
+    (RESULTS / "own_data.json").write_text(json.dumps({"rows": rows, "times": times, "goals": goals, "compile": compiled}, indent=1))
 
 
 if __name__ == "__main__":

@@ -88,6 +88,13 @@ def validate_config(cfg: RunConfig) -> None:
     _choice("train.precision", t.precision, PRECISIONS)
     _choice("train.device", t.device, DEVICES)
     _nonnegative("train.threads", t.threads)
+    from kacdist.train.device import COMPILE_MODES, compile_problem
+
+    _choice("train.compile", t.compile, COMPILE_MODES)
+    if t.compile != "none":
+        problem = compile_problem(t.device)
+        if problem:
+            raise ConfigError(problem)
     _validate_cluster(cfg)
     _validate_parallel(cfg)
     _validate_tune(cfg)

@@ -90,12 +90,14 @@ def load_stage_state(cfg: RunConfig, device: torch.device, checkpoint: str = "",
 
 
 def model_from_state(cfg: RunConfig, state: dict, device: torch.device, use_ema: bool = True):
-    """The network of ``cfg.model`` with the EMA (or raw) weights of a checkpoint state, in eval mode."""
+    """The network of ``cfg.model`` with the EMA (or raw) weights of a checkpoint state, in eval mode, behind
+    ``torch.compile`` with ``train.compile=inference`` or ``all``."""
+    from kacdist.train.device import compiled
     from kacdist.train.teacher import build_model
 
     model = build_model(cfg).to(device)
     model.load_state_dict(state["ema" if use_ema else "model"])
-    return model.eval()
+    return compiled(model.eval(), cfg.train.compile)
 
 
 def load_teacher(cfg: RunConfig, device: torch.device, use_ema: bool = True, checkpoint: str = "", stage: str = "teacher"):

@@ -28,7 +28,7 @@ from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import run_root, stage_dir
 from kacdist.track.wandb_run import track_stage
 from kacdist.train.checkpoint import load_latest_checkpoint
-from kacdist.train.device import autocast_dtype, resolve_device
+from kacdist.train.device import autocast_dtype, compiled, resolve_device
 from kacdist.train.distill import guided_teacher, student_teacher, substeps, train_distill
 from kacdist.train.loop import LoopResult, LoopSettings, read_done
 from kacdist.train.workers import Workers
@@ -171,6 +171,7 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
     student = build_model(cfg).to(device)
     student.load_state_dict(source.state["ema"])
     null_label = getattr(teacher_net, "null_label", None) if cfg.dataset.num_classes else None
+    teacher_net = compiled(teacher_net, cfg.train.compile)
     if source.kind == "teacher":
         teacher = guided_teacher(teacher_net, dc.guidance, null_label, amp)
         integrator = "ab2" if dc.teacher_integrator == "auto" else dc.teacher_integrator
@@ -206,7 +207,7 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
             settings, out, student, teacher, process, batches, to_yaml(stage_cfg), device,
             teacher_steps=teacher_steps, student_steps=student_steps, integrator=integrator, x_source=dc.x_source,
             amp_dtype=amp, snapshot=_snapshot(cfg, out / "samples", student_steps),
-            workers=w, engine=resolve_engine(cfg), zero_stage=cfg.train.zero_stage,
+            workers=w, engine=resolve_engine(cfg), zero_stage=cfg.train.zero_stage, compile_mode=cfg.train.compile,
             on_metrics=tracking.send_committed if tracking else None,
         )
     if w.is_main:

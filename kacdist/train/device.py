@@ -1,10 +1,12 @@
-"""Device and precision from the config: bf16 autocast on CUDA, fp32 on CPU, one code path."""
+"""Device, precision and compilation from the config: bf16 autocast on CUDA, fp32 on CPU, one code path."""
 
 from __future__ import annotations
 
 import contextlib
+import shutil
 
 import torch
+from torch import nn
 
 
 def resolve_device(name: str) -> torch.device:
@@ -26,3 +28,30 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     if dtype is None:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+COMPILE_MODES = ("none", "inference", "all")
+
+
+def compiled(module: nn.Module, mode: str, training: bool = False) -> nn.Module:
+    """``module`` behind ``torch.compile`` when ``train.compile=mode`` covers it, else ``module`` itself:
+    ``inference`` compiles networks that only run forward (sampling, evaluation, a distillation's frozen
+    teacher), ``all`` also the one being trained (``training=True``).
+
+    A wrapper, not ``module.compile()`` in place: the bare module keeps its eager forward and state_dict keys,
+    so the EMA (a deep copy), checkpoints and snapshots are those of the uncompiled network, and a deep copy can
+    never call the compiled forward of the module it was copied from."""
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"train.compile={mode!r} is invalid: allowed values are {', '.join(COMPILE_MODES)}")
+    return torch.compile(module) if mode == "all" or (mode == "inference" and not training) else module
+
+
+def compile_problem(device_name: str) -> str | None:
+    """Why ``train.compile`` cannot work for ``train.device=device_name`` here, or None. On a CPU torch inductor
+    builds C++ kernels, so a compiler must be on PATH; checked with the config instead of failing at the first
+    forward pass of a started job."""
+    on_cpu = device_name == "cpu" or (device_name == "auto" and not torch.cuda.is_available())
+    if on_cpu and not any(shutil.which(c) for c in ("c++", "g++", "clang++")):
+        return ("train.compile on a CPU needs a C++ compiler on PATH (c++, g++ or clang++: torch inductor builds its "
+                "kernels with it); install one or set train.compile=none")
+    return None

@@ -32,6 +32,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from kacdist.train.device import compiled
 from kacdist.train.lr_schedule import lr_factor
 from kacdist.train.workers import Workers
 
@@ -66,7 +67,7 @@ def _optimizer_and_schedule(module: nn.Module, lr: float, weight_decay: float, t
 
 class TorchEngine:
     def __init__(self, module: nn.Module, settings, total_steps: int, workers: Workers, device: torch.device,
-                 state: dict | None = None) -> None:
+                 state: dict | None = None, compile_mode: str = "none") -> None:
         self.module = module
         self.grad_clip = settings.grad_clip
         self.optimizer, self.scheduler = _optimizer_and_schedule(
@@ -80,6 +81,7 @@ class TorchEngine:
 
             ids = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else None
             self.model = DistributedDataParallel(module, device_ids=ids)
+        self.model = compiled(self.model, compile_mode, training=True)
 
     def backward(self, loss: torch.Tensor) -> None:
         loss.backward()
@@ -136,7 +138,7 @@ def _ensure_process_group(device: torch.device, workers: Workers) -> None:
 
 class DeepSpeedEngine:
     def __init__(self, module: nn.Module, settings, total_steps: int, workers: Workers, device: torch.device,
-                 state: dict | None = None, zero_stage: int = 0, micro_batch: int = 1) -> None:
+                 state: dict | None = None, zero_stage: int = 0, micro_batch: int = 1, compile_mode: str = "none") -> None:
         deepspeed = _import_deepspeed()
         _ensure_process_group(device, workers)
         self.module = module
@@ -156,7 +158,8 @@ class DeepSpeedEngine:
             "gradient_clipping": settings.grad_clip if zero_stage else 0.0,
         }
         self.model, self.optimizer, _, self.scheduler = deepspeed.initialize(
-            model=module, optimizer=optimizer, lr_scheduler=scheduler, config=config, dist_init_required=False)
+            model=compiled(module, compile_mode, training=True), optimizer=optimizer, lr_scheduler=scheduler, config=config,
+            dist_init_required=False)
         if state is not None:
             self._load_optimizer(state["optimizer"])
             self.scheduler.load_state_dict(state["scheduler"])
@@ -237,13 +240,15 @@ class DeepSpeedEngine:
 
 
 def make_engine(kind: str, module: nn.Module, settings, total_steps: int, workers: Workers, device: torch.device,
-                state: dict | None = None, zero_stage: int = 0) -> Engine:
-    """An engine over ``module`` (already on ``device``, with the resumed weights loaded)."""
+                state: dict | None = None, zero_stage: int = 0, compile_mode: str = "none") -> Engine:
+    """An engine over ``module`` (already on ``device``, with the resumed weights loaded); ``compile_mode``
+    ``all`` (``train.compile``) puts the forward pass behind ``torch.compile`` (``engine.model``;
+    ``engine.module`` stays the bare network)."""
     if kind == "torch":
         if zero_stage:
             raise ValueError(f"train.zero_stage={zero_stage} needs train.engine=deepspeed")
-        return TorchEngine(module, settings, total_steps, workers, device, state)
+        return TorchEngine(module, settings, total_steps, workers, device, state, compile_mode)
     if kind == "deepspeed":
         micro = settings.batch_size // workers.world_size
-        return DeepSpeedEngine(module, settings, total_steps, workers, device, state, zero_stage, micro)
+        return DeepSpeedEngine(module, settings, total_steps, workers, device, state, zero_stage, micro, compile_mode)
     raise ValueError(f"train.engine={kind!r} is invalid: allowed values are {', '.join(ENGINES)}")

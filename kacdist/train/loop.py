@@ -140,6 +140,7 @@ def run_loop(
     workers: Workers | None = None,
     engine: str = "torch",
     zero_stage: int = 0,
+    compile_mode: str = "none",
     kac_c: float = 1.0,
     on_checkpoint: Callable[[int, Path], None] | None = None,
     on_metrics: Callable[[list[dict]], None] | None = None,
@@ -190,7 +191,7 @@ def run_loop(
     ema = EMA(model, s.ema_decay)
     if state is not None:
         ema.load_state_dict(state["ema"])
-    eng = make_engine(engine, model, s, steps, w, device, state, zero_stage)
+    eng = make_engine(engine, model, s, steps, w, device, state, zero_stage, compile_mode)
     del state
     if not hasattr(batches, "batch"):
         batches = batches(step)

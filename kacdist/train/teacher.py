@@ -145,6 +145,6 @@ def train_teacher(
 
     return run_loop(
         teacher_settings(cfg), run_dir, model, loss_fn, batches, to_yaml(cfg), device,
-        workers=w, engine=resolve_engine(cfg), zero_stage=tc.zero_stage, kac_c=cfg.kac.c,
+        workers=w, engine=resolve_engine(cfg), zero_stage=tc.zero_stage, compile_mode=tc.compile, kac_c=cfg.kac.c,
         on_checkpoint=on_checkpoint, on_metrics=on_metrics, monitor=monitor, snapshot=snapshot,
     )

@@ -75,7 +75,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (per worker); 0: torch's default in-process, cores / workers under Ray
     # torch.compile: none | inference (the frozen networks: sampling, evaluation, a distillation's teacher) | all
     # (also the network being trained). Each new shape compiles once, 30-60 s on a CPU, then comes from the
-    # disk cache in seconds; on 2 CPU cores tiny samples 1.35x faster compiled and trains no faster (README)
+    # disk cache in seconds; on 2 CPU cores tiny samples 1.2-1.35x faster compiled, trains no faster (README)
     compile: str = "none"
     # how an optimizer step is taken (kacdist.train.engine): torch (plain AdamW; DDP with several workers) or
     # deepspeed; auto: torch with cluster.workers=0, deepspeed with >= 1 (README, distributed benchmark)

@@ -23,7 +23,7 @@ from pathlib import Path
 from omegaconf import DictConfig, OmegaConf
 
 FREE_DATASET = {"cache_dir", "num_workers"}
-FREE_TRAIN = {"engine", "zero_stage", "threads", "compile", "device", "log_every_kimg", "checkpoint_every_kimg", "keep_checkpoints",
+FREE_TRAIN = {"engine", "zero_stage", "threads", "compile", "precision", "device", "log_every_kimg", "checkpoint_every_kimg", "keep_checkpoints",
               "sample_every_kimg", "eval_every_kimg", "eval_samples", "early_stop_patience"}
 DISTILL_TRAINED = ("total_kimg", "batch_size", "lr", "ema_decay", "warmup_frac", "flat_frac", "guidance", "x_source",
                    "teacher_integrator", "seed")

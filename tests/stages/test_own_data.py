@@ -124,9 +124,10 @@ def test_a_trained_run_refuses_a_different_data_kac_or_model(own_run, argv, mess
 def test_a_trained_run_accepts_its_own_values_and_free_keys(own_run):
     tmp, common = own_run
     cfg = load_config(["stage=ladder"] + common + ["kac.a=25", "model=tiny", "cluster.workers=2", "train.engine=deepspeed",
-                                                   "train.compile=inference", "sample.steps=7", "eval.num_samples=9"])
-    assert (cfg.cluster.workers, cfg.train.engine, cfg.train.compile, cfg.sample.steps, cfg.eval.num_samples) == (
-        2, "deepspeed", "inference", 7, 9)
+                                                   "train.compile=inference", "train.precision=bf16", "sample.steps=7",
+                                                   "eval.num_samples=9"])
+    assert (cfg.cluster.workers, cfg.train.engine, cfg.train.compile, cfg.train.precision, cfg.sample.steps,
+            cfg.eval.num_samples) == (2, "deepspeed", "inference", "bf16", 7, 9)
     assert cfg.dataset.resolution == 28 and cfg.train.total_kimg == 0.064  # the run's, not the folder recipe's 120
 
 

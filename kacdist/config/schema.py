@@ -70,7 +70,9 @@ class TrainConfig:
     eval_samples: int = 1000
     early_stop_patience: int = 0  # evaluations without FD improvement before stopping; 0: never stop early
     seed: int = 0
-    precision: str = "auto"  # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16
+    # auto (bf16 autocast on CUDA, fp32 on CPU) | fp32 | bf16. On a CPU bf16 pays only with bf16 instructions
+    # (avx512_bf16 or AMX: 1.4-1.9x faster for tiny); elsewhere it is emulated, 10-50x slower (README)
+    precision: str = "auto"
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads (per worker); 0: torch's default in-process, cores / workers under Ray
     # torch.compile: none | inference (the frozen networks: sampling, evaluation, a distillation's teacher) | all

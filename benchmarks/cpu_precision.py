@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -25,19 +24,10 @@ import torch
 
 from kacdist.models.presets import get_preset
 from kacdist.models.unet import build_unet
+from kacdist.track.provenance import cpu_model
 from kacdist.train.device import autocast, cpu_bf16_native
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def main() -> None:
@@ -108,7 +98,7 @@ def main() -> None:
         rows.append({"work": work, "mode": mode, "precision": precision, "batch": batch, "ms": median * 1e3,
                      "images_per_s": batch / median, "speedup_vs_eager_fp32": base / median})
     native = cpu_bf16_native()
-    lines = [f"{args.preset} UNet at {args.size}x{args.size}, {args.threads} threads, {cpu_name()}, bf16 instructions: "
+    lines = [f"{args.preset} UNet at {args.size}x{args.size}, {args.threads} threads, {cpu_model()}, bf16 instructions: "
              f"{'yes' if native else 'no (emulated)'}; torch {torch.__version__}; medians of {args.rounds} interleaved "
              f"rounds; bf16 forward differs from fp32 by {rel:.2e} (relative L2). Wall {time.perf_counter() - started:.0f} s "
              "including compilation.", "",
@@ -121,7 +111,7 @@ def main() -> None:
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "cpu_precision.md").write_text(text)
     (RESULTS / "cpu_precision.json").write_text(json.dumps(
-        {"rows": rows, "bf16_relative_difference": rel, "bf16_native": native, "cpu": cpu_name(),
+        {"rows": rows, "bf16_relative_difference": rel, "bf16_native": native, "cpu": cpu_model(),
          "preset": args.preset, "size": args.size, "threads": args.threads, "rounds": args.rounds}, indent=1))
 
 

@@ -17,6 +17,7 @@ from kacdist.train.batches import InMemoryBatches
 from kacdist.train.device import autocast_dtype, cpu_bf16_native
 from kacdist.train.teacher import train_teacher
 
+from .test_compile import digits  # noqa: F401  (the 64-image fixture)
 from .test_teacher import MICRO, _micro_model
 
 CPU = torch.device("cpu")
@@ -45,15 +46,6 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about_once(monkeypatc
     warnings = [r.getMessage() for r in caplog.records if "emulated" in r.getMessage()]
     assert len(warnings) == 1 and "train.precision=fp32" in warnings[0]
     device_module._warn_emulated_bf16.cache_clear()
-
-
-@pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images[:64] / 8.0 - 1.0).float()[:, None].repeat_interleave(2, 2).repeat_interleave(2, 3)
-    return x, torch.from_numpy(d.target[:64]).long()
 
 
 def test_a_bf16_teacher_keeps_fp32_state_and_follows_the_fp32_run(tmp_path, digits):

@@ -109,7 +109,7 @@ def main() -> None:
     parser.add_argument("--work", default="runs/own-data-bench")
     parser.add_argument("--samples", type=int, default=500)
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
-    parser.add_argument("--compile", default="inference", choices=["none", "inference", "all"], help="train.compile of the run")
+    parser.add_argument("--compile", default="all", choices=["none", "inference", "all"], help="train.compile of the run")
     parser.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                         help="train.precision of the run; auto: bf16 where the CPU has bf16 instructions, else fp32")
     args = parser.parse_args()
@@ -186,7 +186,8 @@ def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: in
     reused = f" ({' and '.join(reused)} reused from an earlier run of this command)" if reused else ""
     floor = summary("real", 0)
     teacher = summary("teacher", 100)
-    table = [("real vs real", "", floor)] + [("teacher AB-2, w = 1.2", s, summary("teacher", s)) for s in (100, 4, 1)]
+    w = next(r["guidance"] for r in rows if r["model"] == "teacher")  # the run's sample.guidance
+    table = [("real vs real", "", floor)] + [(f"teacher AB-2, w = {w:g}", s, summary("teacher", s)) for s in (100, 4, 1)]
     students = sorted({(r["model"], r["steps"]) for r in rows if r["model"].startswith("distill")}, key=lambda x: -x[1])
     table += [(f"student {m}, Euler, w = 1", s, summary(m, s)) for m, s in students]
     lines = [

@@ -6,6 +6,7 @@ wandb is disabled for every test through its own WANDB_MODE (which overrides wan
 stage runs do not each start wandb's service; tests of the tracking itself (tests/track) unset it."""
 
 import pytest
+import torch
 
 
 @pytest.fixture(autouse=True)
@@ -16,3 +17,20 @@ def _own_working_directory(tmp_path_factory, monkeypatch):
 @pytest.fixture(autouse=True)
 def _wandb_disabled(monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "disabled")
+
+
+@pytest.fixture(scope="session")
+def digits():
+    """The first 256 of scikit-learn's digits at 16x16 (each pixel doubled) in [-1, 1], with their labels: real
+    data for the micro-UNet training tests. Shared read-only; a test that alters a batch clones it first."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    x = torch.from_numpy(d.images[:256] / 8.0 - 1.0).float()[:, None].repeat_interleave(2, 2).repeat_interleave(2, 3)
+    return x, torch.from_numpy(d.target[:256]).long()
+
+
+@pytest.fixture(scope="session")
+def digits64(digits):
+    """The first 64 of ``digits``, for the tests that train on one 64-image pass."""
+    return digits[0][:64], digits[1][:64]

@@ -70,9 +70,9 @@ def test_the_card_supplies_shape_classes_and_shards(own_run):
     assert d.urls == str(tmp / "shards" / "train-000000.tar")  # the card's shard list
     # the validated small-data recipe, with nothing passed for it
     assert (cfg.model.preset, cfg.kac.a, cfg.kac.c, cfg.kac.g) == ("tiny", 25.0, 2.0, "t")
-    assert (cfg.train.total_kimg, cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (120, 32, 1e-3, 0.999)
+    assert (cfg.train.total_kimg, cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (160, 32, 1e-3, 0.999)
     assert (cfg.distill.batch_size, cfg.distill.lr, cfg.distill.total_kimg) == (32, 5e-4, 10.0)
-    assert [cfg.distill.stage_kimg(k) for k in (20, 4, 2, 1)] == [10.0, 10.0, 20.0, 40.0]
+    assert [cfg.distill.stage_kimg(k) for k in (20, 4, 2, 1)] == [10.0, 20.0, 30.0, 40.0]
 
 
 def test_the_whole_path_trains_and_samples_at_28x28(own_run):

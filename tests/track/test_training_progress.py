@@ -14,7 +14,7 @@ from kacdist.config import load_config
 from kacdist.train.batches import InMemoryBatches
 from kacdist.train.teacher import train_teacher
 from kacdist.train.workers import Workers
-from tests.train.test_teacher import MICRO, _micro_model, digits  # noqa: F401 - digits is a fixture
+from tests.train.test_teacher import MICRO, _micro_model
 
 STEPS = ["train.total_kimg=0.064", "train.checkpoint_every_kimg=0.064", "train.log_every_kimg=0.016"]
 

@@ -66,17 +66,8 @@ def test_a_compiled_engine_takes_the_eager_engines_steps(kind):
         torch.testing.assert_close(fast.state_dict()["model"][name], value, rtol=1e-5, atol=1e-6)
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images[:64] / 8.0 - 1.0).float()[:, None].repeat_interleave(2, 2).repeat_interleave(2, 3)
-    return x, torch.from_numpy(d.target[:64]).long()
-
-
-def test_compiled_teacher_trains_like_eager_and_its_checkpoint_loads_uncompiled(tmp_path, digits):
-    x, y = digits
+def test_compiled_teacher_trains_like_eager_and_its_checkpoint_loads_uncompiled(tmp_path, digits64):
+    x, y = digits64
     results = {}
     for flag in ("none", "all"):
         cfg = load_config(MICRO + [f"runs_dir={tmp_path}", "train.total_kimg=0.064", f"train.compile={flag}"])

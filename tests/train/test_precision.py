@@ -17,7 +17,6 @@ from kacdist.train.batches import InMemoryBatches
 from kacdist.train.device import autocast_dtype, cpu_bf16_native
 from kacdist.train.teacher import train_teacher
 
-from .test_compile import digits  # noqa: F401  (the 64-image fixture)
 from .test_teacher import MICRO, _micro_model
 
 CPU = torch.device("cpu")
@@ -48,10 +47,10 @@ def test_bf16_on_a_cpu_without_bf16_instructions_is_warned_about_once(monkeypatc
     device_module._warn_emulated_bf16.cache_clear()
 
 
-def test_a_bf16_teacher_keeps_fp32_state_and_follows_the_fp32_run(tmp_path, digits):
+def test_a_bf16_teacher_keeps_fp32_state_and_follows_the_fp32_run(tmp_path, digits64):
     import pyarrow.parquet as pq
 
-    x, y = digits
+    x, y = digits64
     runs = {}
     for precision in ("fp32", "bf16"):
         cfg = load_config(MICRO + [f"runs_dir={tmp_path}", "train.total_kimg=0.064", f"train.precision={precision}"])

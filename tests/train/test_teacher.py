@@ -17,15 +17,6 @@ MICRO = ["model.preset=tiny", "train.batch_size=16", "train.total_kimg=0.128", "
          "train.log_every_kimg=0.032", "train.threads=1"]
 
 
-@pytest.fixture(scope="module")
-def digits():
-    from sklearn.datasets import load_digits
-
-    d = load_digits()
-    x = torch.from_numpy(d.images[:256] / 8.0 - 1.0).float()[:, None].repeat_interleave(2, 2).repeat_interleave(2, 3)
-    return x, torch.from_numpy(d.target[:256]).long()
-
-
 def _micro_model(cfg):
     from kacdist.models.presets import get_preset
     from kacdist.models.unet import build_unet

@@ -1,6 +1,6 @@
 """Benchmark: your own images, end to end, with the commands a user types and nothing else.
 
-    python benchmarks/own_data.py [--work runs/own-data-bench] [--samples 500] [--seeds 0 1 2] [--compile inference] [--precision auto]
+    python benchmarks/own_data.py [--work runs/own-data-bench] [--samples 500] [--seeds 0 1 2] [--compile all] [--precision auto]
 
 The data: a labelled folder of 28x28 greyscale PNGs (ten class sub-folders) made on this machine from
 scikit-learn's handwritten digits, harder than the digits the main job trains on: every digit of the training
@@ -9,14 +9,14 @@ split (index % 6 != 5, 1,498 images) is drawn four times at 28x28 with a random 
 reference is the same recipe applied ten times to the 299 test digits (2,990 images, other seeds).
 
 The commands (printed as they run; no recipe override is passed, the folder preset carries it; the two
-execution settings are saved with the run, so the ladder and the sampling below use them too: train.compile=
-inference compiles the frozen networks (the ladder's teachers, sampling) and train.precision=bf16 runs every
-network under bf16 autocast, 1.4-1.6x faster here than fp32 (--precision auto picks it on a CPU with bf16
+execution settings are saved with the run, so the ladder and the sampling below use them too: train.compile=all
+compiles every network (the trained ones, the ladder's frozen teachers, sampling) and train.precision=bf16 runs
+every network under bf16 autocast, 1.4-1.6x faster here than fp32 (--precision auto picks it on a CPU with bf16
 instructions, fp32 elsewhere, where emulated bf16 is slower; benchmarks/cpu_precision.py):
 
     python -m data_tools.from_folder <work>/folder --out <work>/shards        # 28x28, grey, 10 classes, from the images
     python jobs/launch.py stage=teacher dataset=folder dataset.path=<work>/shards runs_dir=<work>/runs run_name=own \
-        train.compile=inference train.precision=bf16
+        train.compile=all train.precision=bf16
     python jobs/launch.py stage=ladder runs_dir=<work>/runs run_name=own        # 100 -> 20 -> 4 -> 2 -> 1
 
 Quality, per sampling seed (per-image noise seeds seed·1,000,003 + i, labels cycling through the classes):

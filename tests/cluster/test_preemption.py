@@ -15,7 +15,7 @@ from kacdist.train.checkpoint import list_checkpoints
 from kacdist.train.loop import StopRequested
 from kacdist.train.teacher import train_teacher
 from kacdist.train.workers import Workers
-from tests.train.test_teacher import MICRO, _micro_model, digits  # noqa: F401 - digits is a fixture
+from tests.train.test_teacher import MICRO, _micro_model
 
 
 def _train(cfg, run_dir, data, workers=None):

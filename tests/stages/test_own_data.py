@@ -128,7 +128,7 @@ def test_a_trained_run_accepts_its_own_values_and_free_keys(own_run):
                                                    "eval.num_samples=9"])
     assert (cfg.cluster.workers, cfg.train.engine, cfg.train.compile, cfg.train.precision, cfg.sample.steps,
             cfg.eval.num_samples) == (2, "deepspeed", "inference", "bf16", 7, 9)
-    assert cfg.dataset.resolution == 28 and cfg.train.total_kimg == 0.064  # the run's, not the folder recipe's 120
+    assert cfg.dataset.resolution == 28 and cfg.train.total_kimg == 0.064  # the run's, not the folder recipe's
 
 
 def test_a_finished_distillation_stage_is_not_retrained_with_other_settings(own_run):

@@ -104,6 +104,19 @@ def run(command: list[str]) -> float:
     return time.perf_counter() - start
 
 
+def score(classifier, reference, model, process, integrator: str, steps: int, w: float, seed: int, n: int, amp):
+    """(FD against the reference, classifier accuracy, images/s) of n samples of one sampling seed: per-image noise
+    seeds seed·1,000,003 + i, labels cycling through the ten classes."""
+    from kacdist.eval.stats import compute_stats
+    from kacdist.sampling import generate
+
+    labels = torch.arange(n) % 10
+    result = generate(model, process, (1, SIZE, SIZE), [seed * 1_000_003 + i for i in range(n)], labels, integrator,
+                      steps, w, SAMPLE_BATCH, torch.device("cpu"), amp)
+    return (compute_stats(classifier, result.images).frechet_distance(reference),
+            classifier.accuracy(result.images, labels), result.images_per_s)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", default="runs/own-data-bench")
@@ -131,7 +144,6 @@ def main() -> None:
     from kacdist.eval.classifier import ClassifierSpec, train_classifier
     from kacdist.eval.stats import compute_stats
     from kacdist.kac import KacProcess
-    from kacdist.sampling import generate
     from kacdist.stages.common import load_teacher
     from kacdist.train.device import autocast_dtype
 
@@ -147,7 +159,6 @@ def main() -> None:
     amp = autocast_dtype(cfg.train.precision, device)  # the run's saved precision
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     n = args.samples
-    labels = torch.arange(n) % 10
     teacher, _ = load_teacher(cfg, device)
     ladder = list(cfg.distill.ladder)
     # the teacher at 100 steps (the anchor) and, for comparison, at the students' 4 and 1 NFE; its 20 and 2
@@ -164,11 +175,9 @@ def main() -> None:
                      "accuracy": classifier.accuracy(train_x[pick], train_y[pick])})
         print(f"seed {seed} real vs real: FD {rows[-1]['fd']:.3f} acc {rows[-1]['accuracy']:.3f}", flush=True)
         for name, model, integrator, steps, w in models:
-            result = generate(model, process, (1, SIZE, SIZE), [seed * 1_000_003 + i for i in range(n)], labels,
-                              integrator, steps, w, SAMPLE_BATCH, device, amp)
+            fd, accuracy, images_per_s = score(classifier, reference, model, process, integrator, steps, w, seed, n, amp)
             rows.append({"model": name, "seed": seed, "steps": steps, "integrator": integrator, "guidance": w,
-                         "fd": compute_stats(classifier, result.images).frechet_distance(reference),
-                         "accuracy": classifier.accuracy(result.images, labels), "images_per_s": result.images_per_s})
+                         "fd": fd, "accuracy": accuracy, "images_per_s": images_per_s})
             print(f"seed {seed} {name} {integrator} {steps}: FD {rows[-1]['fd']:.3f} acc {rows[-1]['accuracy']:.3f}", flush=True)
     times["sampling"] = time.perf_counter() - t0  # and scoring
     times["total"] = time.perf_counter() - started

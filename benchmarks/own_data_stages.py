@@ -36,7 +36,6 @@ def main() -> None:
     from kacdist.eval.classifier import ClassifierSpec, train_classifier
     from kacdist.eval.stats import compute_stats
     from kacdist.kac import KacProcess
-    from kacdist.sampling import generate
     from kacdist.stages.common import load_teacher
     from kacdist.train.device import autocast_dtype
 
@@ -50,7 +49,6 @@ def main() -> None:
     device = torch.device("cpu")
     amp = autocast_dtype(cfg.train.precision, device)
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
-    labels = torch.arange(args.samples) % 10
     results = []
     for stage in args.stages:
         if stage.startswith("teacher:"):
@@ -61,11 +59,10 @@ def main() -> None:
             steps = int(stage.split("-")[2])  # distill-<T>-<S>[-<tag>]
         fd, accuracy = [], []
         for seed in args.seeds:
-            result = generate(model, process, (1, own_data.SIZE, own_data.SIZE),
-                              [seed * 1_000_003 + i for i in range(args.samples)], labels, integrator, steps, w,
-                              own_data.SAMPLE_BATCH, device, amp)
-            fd.append(compute_stats(classifier, result.images).frechet_distance(reference))
-            accuracy.append(classifier.accuracy(result.images, labels))
+            fd_seed, accuracy_seed, _ = own_data.score(classifier, reference, model, process, integrator, steps, w, seed,
+                                                       args.samples, amp)
+            fd.append(fd_seed)
+            accuracy.append(accuracy_seed)
         results.append({"stage": stage, "steps": steps, "integrator": integrator, "guidance": w, "fd": fd, "accuracy": accuracy})
         print(f"{stage}: FD {statistics.mean(fd):.3f} accuracy {statistics.mean(accuracy):.3f}", flush=True)
     lines = [f"Stages of {work / 'runs' / 'own'} scored by benchmarks/own_data_stages.py: {args.samples} images per seed, "

@@ -70,7 +70,7 @@ def main() -> None:
         t0 = time.perf_counter()
         run_ladder(lcfg)
         timings[f"ladder {source}"] = time.perf_counter() - t0
-        students += [(distill_stage_name(hi, lo, source), lo) for hi, lo in zip(ladder, ladder[1:])]
+        students += [(distill_stage_name(hi, lo, source), lo) for hi, lo in lcfg.distill.rungs()]
     if not args.no_single:
         first = args.sources[0]
         for hi, lo, init in [(ladder[0], 1, "teacher"), (4, 1, distill_stage_name(20, 4, first))]:

@@ -91,13 +91,13 @@ def main() -> None:
         "train.total_kimg=80", "train.lr=2e-3", "train.ema_decay=0.999", "train.checkpoint_every_kimg=20",
         "train.log_every_kimg=10", "train.threads=2", "eval.after_teacher=false", "distill.total_kimg=10",
         "distill.lr=5e-4", "distill.ema_decay=0.99", "distill.checkpoint_every_kimg=5", "distill.log_every_kimg=2.5",
+        "distill.ladder_from.1=2",  # the chain 100→20→4→2→1 this benchmark compares with 100→1
     ] + args.overrides
     cfg = load_config(["stage=teacher"] + base)
     run_teacher(cfg)
     run_ladder(load_config(["stage=ladder"] + base))
     run_distill(load_config(["stage=distill", "distill.tag=single"] + base), 100, 1, "teacher")
-    ladder = list(cfg.distill.ladder)
-    students = [(distill_stage_name(hi, lo), lo) for hi, lo in zip(ladder, ladder[1:])] + [(distill_stage_name(100, 1, "single"), 1)]
+    students = [(distill_stage_name(hi, lo), lo) for hi, lo in cfg.distill.rungs()] + [(distill_stage_name(100, 1, "single"), 1)]
 
     device = torch.device("cpu")
     fid = InceptionFID(device="cpu")

@@ -17,13 +17,13 @@ instructions, fp32 elsewhere, where emulated bf16 is slower; benchmarks/cpu_prec
     python -m data_tools.from_folder <work>/folder --out <work>/shards        # 28x28, grey, 10 classes, from the images
     python jobs/launch.py stage=teacher dataset=folder dataset.path=<work>/shards runs_dir=<work>/runs run_name=own \
         train.compile=all train.precision=bf16
-    python jobs/launch.py stage=ladder runs_dir=<work>/runs run_name=own        # 100 -> 20 -> 4 -> 2 -> 1
+    python jobs/launch.py stage=ladder runs_dir=<work>/runs run_name=own        # 100 -> 20 -> 4 -> 2, 4 -> 1
 
 Quality, per sampling seed (per-image noise seeds seed·1,000,003 + i, labels cycling through the classes):
 the Fréchet distance in the features of a small CNN trained on the folder's images (kacdist.eval.classifier,
 the digits protocol of docs/eval.md at 28x28) between --samples generated images and the reference, and the
 classifier's accuracy on them. The real-vs-real floor is --samples real training images against the same
-reference. Teacher: AB-2 at 100/20/4/2/1 steps, w = 1.2; students: Euler on their own grid, w = 1.
+reference. Teacher: AB-2 at 100, 4 and 1 steps, w = 1.2; students: Euler on their own grid, w = 1.
 Goals (issue 15): teacher@100 <= 2x the floor, student@1 <= 1.3x teacher@100, student@4 <= 1.15x, accuracy
 >= 97%. Writes benchmarks/results/own_data.{md,json}.
 """
@@ -145,6 +145,7 @@ def main() -> None:
     from kacdist.eval.stats import compute_stats
     from kacdist.kac import KacProcess
     from kacdist.stages.common import load_teacher
+    from kacdist.stages.distill import distill_stage_name
     from kacdist.train.device import autocast_dtype
 
     torch.set_num_threads(2)
@@ -160,12 +161,11 @@ def main() -> None:
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     n = args.samples
     teacher, _ = load_teacher(cfg, device)
-    ladder = list(cfg.distill.ladder)
     # the teacher at 100 steps (the anchor) and, for comparison, at the students' 4 and 1 NFE; its 20 and 2
     # would add about 4 min per seed to a benchmark that has to fit in an hour
     models = [("teacher", teacher, "ab2", s, cfg.sample.guidance) for s in (100, 4, 1)]
-    models += [(f"distill-{hi}-{lo}", load_teacher(cfg, device, stage=f"distill-{hi}-{lo}")[0], "euler", lo, 1.0)
-               for hi, lo in zip(ladder, ladder[1:])]
+    stages = [(distill_stage_name(hi, lo, cfg.distill.tag), lo) for hi, lo in cfg.distill.rungs()]
+    models += [(name, load_teacher(cfg, device, stage=name)[0], "euler", lo, 1.0) for name, lo in stages]
     rows = []
     t0 = time.perf_counter()
     for seed in args.seeds:
@@ -208,8 +208,9 @@ def write(rows: list[dict], times: dict, report, n: int, n_train: int, n_ref: in
         "| model | steps (NFE) | FD | accuracy | FD / teacher@100 |", "|---|---|---|---|---|"]
     for name, steps, s in table:
         lines.append(f"| {name} | {steps} | {s['fd']:.3f} ± {s['fd_std']:.3f} | {s['accuracy']:.3f} | {s['fd'] / teacher['fd']:.2f} |")
-    s1 = summary("distill-2-1", 1)["fd"] / teacher["fd"]
-    s4 = summary("distill-20-4", 4)["fd"] / teacher["fd"]
+    student = {s: m for m, s in students}  # the ladder's student of each step count
+    s1 = summary(student[1], 1)["fd"] / teacher["fd"]
+    s4 = summary(student[4], 4)["fd"] / teacher["fd"]
     acc = min(summary(m, s)["accuracy"] for m, s in [("teacher", 100)] + students)
     goals = {"teacher@100 / floor <= 2": teacher["fd"] / floor["fd"], "student@1 / teacher@100 <= 1.3": s1,
              "student@4 / teacher@100 <= 1.15": s4, "lowest accuracy (teacher@100, students) >= 0.97": acc}

@@ -68,7 +68,7 @@ def stage_plan(cfg: RunConfig) -> list[PlannedStage]:
     """The jobs of ``stage=<cfg.stage>``: one per stage, in order, finished ones left out. Each job's config
     names its input by stage, so that the job reads the newest state of the run when it starts."""
     from kacdist.config.validate import derived_workers
-    from kacdist.stages.distill import distill_stage_name
+    from kacdist.stages.distill import distill_stage_name, ladder_rungs
     from kacdist.train.loop import read_done
 
     root = run_root(cfg)
@@ -77,13 +77,10 @@ def stage_plan(cfg: RunConfig) -> list[PlannedStage]:
         plan: list[PlannedStage] = []
         if not cfg.distill.init and read_done(root / "teacher") is None:
             plan.append(PlannedStage("teacher", replace(cfg, stage="teacher", eval=replace(cfg.eval, after_teacher=False))))
-        ladder = list(cfg.distill.ladder)
-        tag = cfg.distill.tag
-        for i, (hi, lo) in enumerate(zip(ladder, ladder[1:])):
-            name = distill_stage_name(hi, lo, tag)
+        for hi, lo, init in ladder_rungs(cfg.distill):
+            name = distill_stage_name(hi, lo, cfg.distill.tag)
             if read_done(root / name) is not None:
                 continue
-            init = cfg.distill.init if i == 0 else distill_stage_name(ladder[i - 1], hi, tag)
             plan.append(PlannedStage(name, replace(cfg, stage="distill", distill=replace(
                 cfg.distill, teacher_steps=hi, student_steps=lo, init=init))))
         if cfg.eval.after_ladder:

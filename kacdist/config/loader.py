@@ -174,7 +174,7 @@ def load_config(argv: Sequence[str], config_dir: Path = CONFIG_DIR) -> RunConfig
         from kacdist.stages.distill import distill_stage_name
 
         dc = cfg.distill
-        pairs = list(zip(dc.ladder, dc.ladder[1:])) if cfg.stage == "ladder" else [(dc.teacher_steps, dc.student_steps)]
+        pairs = dc.rungs() if cfg.stage == "ladder" else [(dc.teacher_steps, dc.student_steps)]
         try:
             settings = OmegaConf.to_container(OmegaConf.structured(dc))
             check_finished_distill_stages(root, {distill_stage_name(t, s, dc.tag): {**settings, "total_kimg": dc.stage_kimg(s)}

@@ -117,6 +117,9 @@ class DistillConfig:
     teacher_steps: int = 100
     student_steps: int = 20
     ladder: List[int] = field(default_factory=lambda: [100, 20, 4, 2, 1])  # stage=ladder: each count distilled into the next
+    # a rung that skips back: the student of k steps distils the earlier rung's model of ladder_from[k] steps
+    # instead of the previous rung's, e.g. distill.ladder_from.1=4 gives 100→20→4→2 and 4→1
+    ladder_from: Dict[str, int] = field(default_factory=dict)  # keys are student step counts as text
     # the teacher's substep integrator; auto: ab2 for the guided teacher, euler for an earlier student (whose
     # own sampler is Euler on its grid, so N Euler substeps reproduce it exactly)
     teacher_integrator: str = "auto"
@@ -137,6 +140,10 @@ class DistillConfig:
     log_every_kimg: float = 2.0
     sample_every_kimg: float = 0.0
     seed: int = 0
+
+    def rungs(self) -> list[tuple[int, int]]:
+        """The ladder's stages as (teacher_steps, student_steps), in training order."""
+        return [(int(self.ladder_from.get(str(lo), hi)), lo) for hi, lo in zip(self.ladder, self.ladder[1:])]
 
     def stage_kimg(self, student_steps: int) -> float:
         """The length in kimg of the stage that distils into a ``student_steps``-step student."""

@@ -258,6 +258,20 @@ def _validate_tune(cfg: RunConfig) -> None:
     _nonnegative("tune.gpus_per_trial", tc.gpus_per_trial)
 
 
+def _validate_ladder_from(dc) -> None:
+    """distill.ladder_from: each key a student count of the ladder, each value a count the ladder reaches
+    before it."""
+    ladder = [int(n) for n in dc.ladder]
+    for key, source in dc.ladder_from.items():
+        if not (key.isdigit() and int(key) in ladder[1:]):
+            raise ConfigError(f"distill.ladder_from has the key {key!r}: keys are student step counts of "
+                              f"distill.ladder={ladder} ({', '.join(map(str, ladder[1:]))}), e.g. distill.ladder_from.1=4")
+        earlier = ladder[:ladder.index(int(key))]
+        if source not in earlier:
+            raise ConfigError(f"distill.ladder_from.{key}={source} is invalid: must be a step count that "
+                              f"distill.ladder={ladder} reaches before {key} ({', '.join(map(str, earlier))})")
+
+
 def _validate_distill(cfg: RunConfig) -> None:
     from kacdist.train.distill import TEACHER_INTEGRATORS, X_SOURCES, DistillConfigError, substeps
 
@@ -268,6 +282,7 @@ def _validate_distill(cfg: RunConfig) -> None:
                 raise ConfigError(f"distill.ladder={list(dc.ladder)} is invalid: needs at least two step counts, e.g. [100, 20, 4, 2, 1]")
             for hi, lo in zip(dc.ladder, dc.ladder[1:]):
                 substeps(hi, lo)
+            _validate_ladder_from(dc)  # a count reached earlier is a multiple of every later one
         else:
             substeps(dc.teacher_steps, dc.student_steps)
     except DistillConfigError as err:

@@ -189,7 +189,7 @@ def _planned_stages(run_config: RunConfig | None) -> list[str]:
     # a ladder trains the teacher first unless from= names another start; stage=distill never does
     names = ["teacher"] if run_config.stage == "teacher" or (run_config.stage == "ladder" and not dc.init) else []
     if run_config.stage == "ladder":
-        names += [distill_stage_name(t, s, dc.tag) for t, s in zip(dc.ladder, dc.ladder[1:])]
+        names += [distill_stage_name(t, s, dc.tag) for t, s in dc.rungs()]
     elif run_config.stage == "distill":
         names.append(distill_stage_name(dc.teacher_steps, dc.student_steps, dc.tag))
     return names

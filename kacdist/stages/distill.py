@@ -22,7 +22,7 @@ import torch
 
 from kacdist.atomic import atomic_write_bytes
 from kacdist.config.loader import save_config, to_yaml
-from kacdist.config.schema import RunConfig
+from kacdist.config.schema import DistillConfig, RunConfig
 from kacdist.kac import KacProcess
 from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import run_root, stage_dir
@@ -217,16 +217,20 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
 
 def run_ladder(cfg: RunConfig, workers: Workers | None = None) -> list[LoopResult]:
     """The multi-stage ladder (default 100→20→4→2→1): the teacher (trained first unless finished or
-    ``distill.init`` names another start), then each stage's teacher is the previous stage's student. The
+    ``distill.init`` names another start), then each stage's teacher is the previous stage's student, or the
+    earlier rung that ``distill.ladder_from`` names. The
     same stage list as one SLURM job per stage (``kacdist.cluster.slurm.stage_plan``). Training only;
     ``eval.after_ladder`` is run by the caller (``kacdist.stages.dispatch``). Returns the distillation results."""
     if not cfg.distill.init:
         from kacdist.stages.teacher import run_teacher
 
         run_teacher(replace(cfg, stage="teacher"), workers)
-    ladder = list(cfg.distill.ladder)
-    results = []
-    for i, (hi, lo) in enumerate(zip(ladder, ladder[1:])):
-        init = cfg.distill.init if i == 0 else distill_stage_name(ladder[i - 1], hi, cfg.distill.tag)
-        results.append(run_distill(cfg, hi, lo, init, workers=workers))
-    return results
+    return [run_distill(cfg, hi, lo, init, workers=workers) for hi, lo, init in ladder_rungs(cfg.distill)]
+
+
+def ladder_rungs(dc: DistillConfig) -> list[tuple[int, int, str]]:
+    """The ladder's stages as (teacher_steps, student_steps, init): the first rung, and any rung that distils
+    the ladder's first count (``distill.ladder_from``), starts from ``distill.init``; every other rung from the
+    stage whose student has its teacher's step count."""
+    producer = {lo: distill_stage_name(hi, lo, dc.tag) for hi, lo in dc.rungs()}
+    return [(hi, lo, dc.init if hi == dc.ladder[0] else producer[hi]) for hi, lo in dc.rungs()]

@@ -72,6 +72,10 @@ def test_ladder_is_one_job_per_stage_and_skips_what_finished(tmp_path):
         (tmp_path / "r" / name).mkdir(parents=True)
         (tmp_path / "r" / name / "DONE").write_text(json.dumps({"step": 1, "kimg": 1, "checkpoint": "x"}))
     assert [p.name for p in stage_plan(cfg)] == ["distill-20-4", "distill-4-2", "distill-2-1", "eval"]
+    # a rung that distils an earlier rung's student (distill.ladder_from) starts from that stage
+    branched = load_config(["stage=ladder", "cluster=slurm", f"runs_dir={tmp_path}", "run_name=r", "distill.ladder_from.1=4"])
+    last = stage_plan(branched)[-1]
+    assert (last.name, last.cfg.distill.teacher_steps, last.cfg.distill.init) == ("distill-4-1", 4, "distill-20-4")
 
 
 def test_the_batch_script_of_two_h100_nodes(tmp_path):

@@ -45,6 +45,9 @@ def test_defaults_and_groups_merge_in_order():
         (["stage=distill", "distill.teacher_steps=4", "distill.student_steps=4"], "must be smaller than distill.teacher_steps=4"),
         (["stage=ladder", "distill.ladder=[100,30,4]"], "distill.teacher_steps=100 is not a multiple of distill.student_steps=30"),
         (["stage=ladder", "distill.ladder=[100]"], "needs at least two step counts"),
+        (["stage=ladder", "distill.ladder_from.3=20"], "distill.ladder_from has the key '3': keys are student step counts"),
+        (["stage=ladder", "distill.ladder_from.4=2"], "distill.ladder_from.4=2 is invalid: must be a step count that "
+                                                      "distill.ladder=[100, 20, 4, 2, 1] reaches before 4 (100, 20)"),
         (["distill.x_source=noise"], "allowed values are forward, student_rollout, teacher_rollout"),
         (["distill.teacher_integrator=heun"], "allowed values are auto, euler, midpoint, ab2"),
         (["distill.lrr=1"], "Did you mean: 'lr'?"),
@@ -60,6 +63,20 @@ def test_from_sets_where_a_distillation_stage_starts():
     cfg = load_config(["stage=distill", "from=distill-100-20", "distill.teacher_steps=20", "distill.student_steps=4"])
     assert cfg.stage == "distill" and cfg.distill.init == "distill-100-20"
     assert (cfg.distill.teacher_steps, cfg.distill.student_steps) == (20, 4)
+
+
+def test_ladder_from_branches_a_rung_off_an_earlier_one():
+    from kacdist.stages.distill import ladder_rungs
+
+    chain = load_config(["stage=ladder"]).distill
+    assert ladder_rungs(chain) == [(100, 20, ""), (20, 4, "distill-100-20"), (4, 2, "distill-20-4"), (2, 1, "distill-4-2")]
+    branched = load_config(["stage=ladder", "distill.ladder_from.1=4", "distill.tag=b"]).distill
+    assert ladder_rungs(branched) == [(100, 20, ""), (20, 4, "distill-100-20-b"), (4, 2, "distill-20-4-b"),
+                                      (4, 1, "distill-20-4-b")]
+    assert branched.stage_kimg(1) == chain.stage_kimg(1)  # lengths stay keyed by the student's step count
+    # a rung off the first count starts where the ladder does: from= (or the teacher)
+    single = load_config(["stage=ladder", "from=teacher", "distill.ladder=[100,4,1]", "distill.ladder_from.1=100"]).distill
+    assert ladder_rungs(single) == [(100, 4, "teacher"), (100, 1, "teacher")]
 
 
 def test_saved_config_round_trips_and_holds_no_secret(tmp_path, monkeypatch):

@@ -56,6 +56,21 @@ def test_a_finished_ladder_is_reused_not_retrained(ladder_run):
     assert before == {p: list_checkpoints(tmp_path / "runs" / "digits" / p / "checkpoints") for p in before}
 
 
+def test_a_branched_rung_starts_from_the_earlier_student_it_names(ladder_run):
+    tmp_path, teacher, _, _ = ladder_run
+    cfg = load_config(["stage=ladder"] + _args(tmp_path)
+                      + ["distill.ladder=[8,4,2,1]", "distill.ladder_from.1=4", "distill.tag=branch"])
+    results = run_ladder(cfg)
+    root = tmp_path / "runs" / "digits"
+    assert [r.checkpoint.parts[-3] for r in results] == ["distill-8-4-branch", "distill-4-2-branch", "distill-4-1-branch"]
+    source = {name: json.loads((root / name / "source.json").read_text()) for name in ("distill-4-2-branch", "distill-4-1-branch")}
+    for s in source.values():  # both from the 4-step student, with 4 and 2 Euler substeps
+        assert s["stage"] == "distill-8-4-branch" and s["checkpoint"] == str(results[0].checkpoint)
+    assert (source["distill-4-2-branch"]["substeps"], source["distill-4-1-branch"]["substeps"]) == (2, 4)
+    state = torch.load(results[2].checkpoint, weights_only=True)
+    assert (state["distill"]["teacher_steps"], state["distill"]["student_steps"]) == (4, 1)
+
+
 def test_from_takes_a_stage_name_or_a_checkpoint_path(ladder_run):
     tmp_path, _, _, results = ladder_run
     cfg = load_config(["stage=distill", f"from={results[0].checkpoint}", "distill.teacher_steps=2",

@@ -73,22 +73,23 @@ def test_the_card_supplies_shape_classes_and_shards(own_run):
     assert (cfg.train.total_kimg, cfg.train.batch_size, cfg.train.lr, cfg.train.ema_decay) == (160, 32, 1e-3, 0.999)
     assert (cfg.distill.batch_size, cfg.distill.lr, cfg.distill.total_kimg) == (32, 5e-4, 10.0)
     assert [cfg.distill.stage_kimg(k) for k in (20, 4, 2, 1)] == [10.0, 20.0, 30.0, 40.0]
+    assert (cfg.distill.guidance, cfg.distill.rungs()) == (1.3, [(100, 20), (20, 4), (4, 2), (4, 1)])
 
 
 def test_the_whole_path_trains_and_samples_at_28x28(own_run):
     tmp, common = own_run
     root = tmp / "runs" / "mine"
-    for stage in ("teacher", "distill-4-2", "distill-2-1"):
+    for stage in ("teacher", "distill-4-2", "distill-4-1"):  # the recipe's ladder_from.1=4: 4->2 and 4->1
         assert (root / stage / "DONE").exists(), stage
     saved = yaml.safe_load((root / "config.yaml").read_text())
     assert saved["dataset"]["resolution"] == 28 and saved["dataset"]["num_classes"] == 10
     for w in ("1.2", "1"):  # two guidance weights, two sets of files
         assert launch(["stage=sample", f"runs_dir={tmp / 'runs'}", "run_name=mine", f"sample.guidance={w}"]) == 0
-    assert launch(["stage=sample", f"runs_dir={tmp / 'runs'}", "run_name=mine", "sample.source=distill-2-1"]) == 0
+    assert launch(["stage=sample", f"runs_dir={tmp / 'runs'}", "run_name=mine", "sample.source=distill-4-1"]) == 0
     names = sorted(p.name for p in (root / "sample").iterdir())
-    assert names == sorted([f"{stem}.{ext}" for stem in ("ab2-2-w1.2", "ab2-2-w1", "distill-2-1-euler-1-w1")
+    assert names == sorted([f"{stem}.{ext}" for stem in ("ab2-2-w1.2", "ab2-2-w1", "distill-4-1-euler-1-w1")
                             for ext in ("png", "npz", "json")] + ["provenance.json"])
-    images = np.load(root / "sample" / "distill-2-1-euler-1-w1.npz")["images"]
+    images = np.load(root / "sample" / "distill-4-1-euler-1-w1.npz")["images"]
     assert images.shape == (4, 28, 28, 1)
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import math
 
-from kacdist.config.schema import RunConfig
+from kacdist.config.schema import DistillConfig, RunConfig
 from kacdist.kac.integrators import INTEGRATORS
 from kacdist.kac.sampler import SAMPLERS
 from kacdist.kac.schedules import SCHEDULES
@@ -258,14 +258,17 @@ def _validate_tune(cfg: RunConfig) -> None:
     _nonnegative("tune.gpus_per_trial", tc.gpus_per_trial)
 
 
-def _validate_ladder_from(dc) -> None:
-    """distill.ladder_from: each key a student count of the ladder, each value a count the ladder reaches
-    before it."""
+def _validate_ladder_from(dc: DistillConfig) -> None:
+    """distill.ladder_from: keys are student step counts; for each one this ladder trains, the value must be a
+    count the ladder reaches before it. A count the ladder does not train is ignored (as in kimg_factor), so a
+    preset's branch does not stand in the way of a shorter ladder."""
     ladder = [int(n) for n in dc.ladder]
     for key, source in dc.ladder_from.items():
-        if not (key.isdigit() and int(key) in ladder[1:]):
-            raise ConfigError(f"distill.ladder_from has the key {key!r}: keys are student step counts of "
-                              f"distill.ladder={ladder} ({', '.join(map(str, ladder[1:]))}), e.g. distill.ladder_from.1=4")
+        if not (key.isdigit() and int(key) >= 1):
+            raise ConfigError(f"distill.ladder_from has the key {key!r}: keys are student step counts (>= 1), "
+                              "e.g. distill.ladder_from.1=4")
+        if int(key) not in ladder[1:]:
+            continue
         earlier = ladder[:ladder.index(int(key))]
         if source not in earlier:
             raise ConfigError(f"distill.ladder_from.{key}={source} is invalid: must be a step count that "

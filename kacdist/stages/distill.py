@@ -218,9 +218,9 @@ def run_distill(cfg: RunConfig, teacher_steps: int | None = None, student_steps:
 def run_ladder(cfg: RunConfig, workers: Workers | None = None) -> list[LoopResult]:
     """The multi-stage ladder (default 100→20→4→2→1): the teacher (trained first unless finished or
     ``distill.init`` names another start), then each stage's teacher is the previous stage's student, or the
-    earlier rung that ``distill.ladder_from`` names. The
-    same stage list as one SLURM job per stage (``kacdist.cluster.slurm.stage_plan``). Training only;
-    ``eval.after_ladder`` is run by the caller (``kacdist.stages.dispatch``). Returns the distillation results."""
+    earlier rung's that ``distill.ladder_from`` names. The same stage list as one SLURM job per stage
+    (``kacdist.cluster.slurm.stage_plan``). Training only; ``eval.after_ladder`` is run by the caller
+    (``kacdist.stages.dispatch``). Returns the distillation results."""
     if not cfg.distill.init:
         from kacdist.stages.teacher import run_teacher
 

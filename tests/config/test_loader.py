@@ -45,7 +45,7 @@ def test_defaults_and_groups_merge_in_order():
         (["stage=distill", "distill.teacher_steps=4", "distill.student_steps=4"], "must be smaller than distill.teacher_steps=4"),
         (["stage=ladder", "distill.ladder=[100,30,4]"], "distill.teacher_steps=100 is not a multiple of distill.student_steps=30"),
         (["stage=ladder", "distill.ladder=[100]"], "needs at least two step counts"),
-        (["stage=ladder", "distill.ladder_from.3=20"], "distill.ladder_from has the key '3': keys are student step counts"),
+        (["stage=ladder", "distill.ladder_from.one=4"], "distill.ladder_from has the key 'one': keys are student step counts"),
         (["stage=ladder", "distill.ladder_from.4=2"], "distill.ladder_from.4=2 is invalid: must be a step count that "
                                                       "distill.ladder=[100, 20, 4, 2, 1] reaches before 4 (100, 20)"),
         (["distill.x_source=noise"], "allowed values are forward, student_rollout, teacher_rollout"),
@@ -77,6 +77,9 @@ def test_ladder_from_branches_a_rung_off_an_earlier_one():
     # a rung off the first count starts where the ladder does: from= (or the teacher)
     single = load_config(["stage=ladder", "from=teacher", "distill.ladder=[100,4,1]", "distill.ladder_from.1=100"]).distill
     assert ladder_rungs(single) == [(100, 4, "teacher"), (100, 1, "teacher")]
+    # a branch for a count this ladder does not train is ignored, like a kimg_factor for it
+    short = load_config(["stage=ladder", "distill.ladder=[100,20]", "distill.ladder_from.1=4"]).distill
+    assert ladder_rungs(short) == [(100, 20, "")]
 
 
 def test_saved_config_round_trips_and_holds_no_secret(tmp_path, monkeypatch):

@@ -77,8 +77,8 @@ def test_an_interrupted_sweep_is_restored_and_finishes_only_the_unfinished_trial
         raise AssertionError(proc.stdout.read())
     time.sleep(4)  # into the second trial
     proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
-    proc.communicate(timeout=180)
-    assert proc.returncode == 130  # "interrupted: rerun the same command to resume ..."
+    interrupted, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, interrupted[-4000:]  # "interrupted: rerun the same command to resume ..."
     stamp = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}
     assert not (tmp_path / "digits" / "tune" / "trials.parquet").exists()  # the sweep did not finish
     out = launch(*args)

@@ -153,8 +153,7 @@ def _records(grid, cfg: RunConfig, origin_of: dict[str, str]):
     from kacdist.tune.results import TrialRecord
 
     records = []
-    for result in grid:
-        setting = Setting(**result.config["setting"])
+    for setting, result, _ in _trials(grid):
         trial_cfg = trial_config(cfg, setting)
         rows = _fd_rows(stage_dir(trial_cfg, "teacher"), trial_cfg.train.batch_size)
         metrics = result.metrics or {}
@@ -178,14 +177,21 @@ def _interrupted(grid, settings: list[Setting]) -> bool:
     """Tune returns normally after a Ctrl-C: the sweep is whole when every setting has a trial and every trial
     ended (TERMINATED: finished or stopped by ASHA; ERROR); grid_search creates trials lazily, so an
     interrupted sweep may lack some, and the one that was running is saved as PENDING."""
-    have = {Setting(**r.config["setting"]).label for r in grid}
+    trials = _trials(grid)
+    have = {setting.label for setting, _, _ in trials}
     if not {s.label for s in settings} <= have:
         return True
-    analysis = getattr(grid, "_experiment_analysis", None)  # the trials' saved statuses (no public accessor)
-    statuses = [t.status for t in analysis.trials] if analysis is not None else []
+    statuses = [status for _, _, status in trials]
     log.debug("tune: trial states %s", statuses)
     return any(status not in ("TERMINATED", "ERROR") for status in statuses) or (
         grid.num_terminated + grid.num_errors < len(grid))
+
+
+def _trials(grid) -> list[tuple[Setting, object, str]]:
+    """(setting, Result, status) of each trial in the grid. The setting comes from the trial, not the Result:
+    a Result's config is its last report's, None for a trial interrupted (or failed) before its first report."""
+    trials = grid._experiment_analysis.trials  # the grid's Results are built from these, in order (no public accessor)
+    return [(Setting(**trial.config["setting"]), result, trial.status) for trial, result in zip(trials, grid)]
 
 
 def _fit_or_restore(cfg: RunConfig, name: str, settings: list[Setting], scheduler, resources: dict, threads: int):
@@ -201,7 +207,7 @@ def _fit_or_restore(cfg: RunConfig, name: str, settings: list[Setting], schedule
         log.info("tune: restoring %s (finished trials are kept, unfinished ones resume from their checkpoints)", path)
         tuner = tune.Tuner.restore(str(path), trainable, resume_unfinished=True, resume_errored=True)
         grid = tuner.fit()
-        done = {Setting(**r.config["setting"]).label for r in grid}
+        done = {setting.label for setting, _, _ in _trials(grid)}
         if wanted <= done:
             return grid
         raise RuntimeError(f"{path} holds another sweep (trials {sorted(done)}); delete it or use another run_name")

@@ -75,8 +75,12 @@ def test_an_interrupted_sweep_is_restored_and_finishes_only_the_unfinished_trial
     else:
         proc.kill()
         raise AssertionError(proc.stdout.read())
-    time.sleep(4)  # into the second trial
-    proc.send_signal(signal.SIGINT)  # Ctrl-C: Tune saves the experiment state and stops
+    sweep = tmp_path / "digits" / "tune" / "ray" / "sweep"
+    while time.monotonic() < deadline and not any(sweep.glob("_trial_*_00001_*")):
+        time.sleep(0.1)
+    # Ctrl-C as Tune starts the second trial, before its first report (the Result Tune keeps for it then has no
+    # config): Tune saves the experiment state and stops
+    proc.send_signal(signal.SIGINT)
     interrupted, _ = proc.communicate(timeout=180)
     assert proc.returncode == 130, interrupted[-4000:]  # "interrupted: rerun the same command to resume ..."
     stamp = {p: p.stat().st_mtime_ns for p in first.rglob("*") if p.is_file()}

@@ -128,7 +128,7 @@ def _snapshot(cfg: RunConfig, out: Path, student_steps: int):
         device = next(model.parameters()).device
         n = min(100, cfg.sample.num_images)
         result = generate(model, process, shape, list(range(n)), sample_labels(cfg, n), "euler", student_steps, 1.0,
-                          cfg.sample.batch_size, device)
+                          cfg.sample.batch_size, device, autocast_dtype(cfg.train.precision, device))
         out.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(result.uint8()), out / f"grid-{step:09d}.png")
 

@@ -17,6 +17,7 @@ from kacdist.sampling import generate, image_grid, save_png
 from kacdist.stages.common import stage_dir
 from kacdist.stages.sample import sample_labels
 from kacdist.track.wandb_run import track_stage
+from kacdist.train.device import autocast_dtype
 from kacdist.train.loop import read_done
 from kacdist.train.teacher import TeacherResult, train_teacher
 from kacdist.train.workers import Workers
@@ -25,7 +26,8 @@ log = logging.getLogger(__name__)
 
 
 def _snapshot(cfg: RunConfig):
-    """Save a 10×10 grid of EMA samples (the sample.* integrator, steps and guidance) at a step."""
+    """Save a 10×10 grid of EMA samples (the sample.* integrator, steps and guidance; the run's precision) at a
+    step."""
     process = KacProcess(cfg.kac.a, cfg.kac.c, cfg.kac.g, cfg.kac.sampler)
     shape = (cfg.dataset.channels, cfg.dataset.resolution, cfg.dataset.resolution)
     out = stage_dir(cfg, "teacher") / "samples"
@@ -34,7 +36,8 @@ def _snapshot(cfg: RunConfig):
         device = next(model.parameters()).device
         n = min(100, cfg.sample.num_images)
         result = generate(model, process, shape, list(range(n)), sample_labels(cfg, n), cfg.sample.integrator,
-                          cfg.sample.steps, cfg.sample.guidance, cfg.sample.batch_size, device)
+                          cfg.sample.steps, cfg.sample.guidance, cfg.sample.batch_size, device,
+                          autocast_dtype(cfg.train.precision, device))
         out.mkdir(parents=True, exist_ok=True)
         save_png(image_grid(result.uint8()), out / f"grid-{step:09d}.png")
 
@@ -81,7 +84,7 @@ def _monitor(cfg: RunConfig):
     def monitor(model: torch.nn.Module, step: int) -> float:
         device = next(model.parameters()).device
         result = generate(model, process, shape, list(range(n)), sample_labels(cfg, n), "ab2", 20,
-                          cfg.sample.guidance, cfg.sample.batch_size, device)
+                          cfg.sample.guidance, cfg.sample.batch_size, device, autocast_dtype(cfg.train.precision, device))
         return float(score(result.images))
 
     return monitor

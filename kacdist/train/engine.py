@@ -60,7 +60,11 @@ class Engine(Protocol):
 
 def _optimizer_and_schedule(module: nn.Module, lr: float, weight_decay: float, total_steps: int,
                             warmup_frac: float, flat_frac: float):
-    optimizer = torch.optim.AdamW([p for p in module.parameters() if p.requires_grad], lr=lr, weight_decay=weight_decay)
+    params = [p for p in module.parameters() if p.requires_grad]
+    # the fused kernel: the same update as the per-tensor loop, in one pass over all tensors (the tiny UNet's 199
+    # tensors on 2 CPU cores: 6.4 ms per step against 25, about 8% of a teacher step); CPU and CUDA have it
+    fused = all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+    optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused)
     factor = functools.partial(lr_factor, total_steps=total_steps, warmup_frac=warmup_frac, flat_frac=flat_frac)
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 

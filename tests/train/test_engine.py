@@ -128,3 +128,26 @@ def test_zero_state_is_gathered_and_resumes_on_any_number_of_workers(tmp_path, s
     # and the gathered state resumes in the plain single-process engine
     single, _ = _reference(1, fresh, first_step=STEPS)
     _assert_states_match(single.state_dict(), continued.state_dict(), f"ZeRO-{stage} resumed in one process")
+
+
+def test_the_optimizer_takes_fused_adamw_steps_equal_to_the_per_tensor_loop():
+    from kacdist.train.engine import _optimizer_and_schedule
+
+    pairs = []
+    for fused in (True, False):
+        net = _net()
+        optimizer, schedule = _optimizer_and_schedule(net, SETTINGS.lr, SETTINGS.weight_decay, 100, 0.1, 0.0)
+        assert optimizer.param_groups[0]["fused"]  # on this CPU
+        optimizer.param_groups[0]["fused"] = fused  # the per-tensor loop: what AdamW does unless told otherwise
+        pairs.append((net, optimizer, schedule))
+    for step in range(STEPS):
+        x, y = _batch(step)
+        for net, optimizer, schedule in pairs:
+            optimizer.zero_grad()
+            (net(x) - y).pow(2).mean().backward()
+            optimizer.step()
+            schedule.step()
+    (fused_net, *_), (loop_net, *_) = pairs
+    assert not torch.equal(fused_net[0].weight, _net()[0].weight)  # the steps moved the weights
+    for fused_p, loop_p in zip(fused_net.parameters(), loop_net.parameters()):
+        torch.testing.assert_close(fused_p, loop_p, rtol=1e-5, atol=1e-6)

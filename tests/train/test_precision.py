@@ -74,3 +74,29 @@ def test_a_bf16_teacher_keeps_fp32_state_and_follows_the_fp32_run(tmp_path, digi
     assert low.images.dtype == torch.float32
     assert not torch.equal(low.images, full.images)
     torch.testing.assert_close(low.images, full.images, rtol=0, atol=5e-2)
+
+
+class _AutocastProbe(torch.nn.Module):
+    """A velocity of zero that records the autocast dtype each evaluation ran under (None: fp32)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.weight = torch.nn.Parameter(torch.zeros(()))
+        self.seen: set = set()
+
+    def forward(self, x, t, y=None):
+        self.seen.add(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else None)
+        return torch.zeros_like(x) + self.weight
+
+
+@pytest.mark.parametrize("precision, dtype", [("bf16", torch.bfloat16), ("fp32", None)])
+def test_the_grids_saved_during_training_sample_in_the_runs_precision(tmp_path, precision, dtype):
+    from kacdist.stages.distill import _snapshot as distill_snapshot
+    from kacdist.stages.teacher import _snapshot as teacher_snapshot
+
+    cfg = load_config([f"runs_dir={tmp_path}", f"train.precision={precision}", "sample.steps=2", "sample.num_images=4"])
+    teacher, student = _AutocastProbe(), _AutocastProbe()
+    teacher_snapshot(cfg)(teacher, 10)
+    distill_snapshot(cfg, tmp_path / "grids", 1)(student, 10)
+    assert teacher.seen == {dtype} and student.seen == {dtype}
+    assert (tmp_path / "grids" / "grid-000000010.png").exists()

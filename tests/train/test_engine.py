@@ -1,6 +1,7 @@
 """Training engines: the DeepSpeed engine takes the same steps as the plain torch engine, and its checkpoints
 are rank-independent: ZeRO-1/2 optimizer state sliced over 2 real processes is gathered into torch AdamW's
-per-parameter format, and such a state loads into ZeRO on 2 processes and into the plain engine alike.
+per-parameter format, and such a state loads into ZeRO on 2 processes and into the plain engine alike. AdamW's
+fused kernel, which both engines use, steps like its per-tensor loop.
 
 Real DeepSpeed (no op compiled), real gloo process groups in spawned processes."""
 

@@ -1,7 +1,7 @@
 """``train.precision`` on a CPU: ``bf16`` trains a teacher under autocast whose losses follow the fp32 run's to bf16
 rounding while parameters, EMA and checkpoint stay fp32, and samples like fp32; ``auto`` is fp32 on a CPU and
-bf16 on CUDA; a CPU without bf16 instructions is warned about once (autocast would be emulated there). The
-instruction check reads this machine's real CPU."""
+bf16 on CUDA; a CPU without bf16 instructions is warned about once (autocast would be emulated there); the sample
+grids saved during training run in the run's precision. The instruction check reads this machine's real CPU."""
 
 import logging
 from pathlib import Path
